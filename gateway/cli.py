@@ -1,0 +1,178 @@
+"""``gateway`` command line: serve, check, explain.
+
+Configuration errors are printed as ``file:line: problem`` and exit with status 2;
+no command prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from urllib.parse import urlsplit
+
+from .config import DEFAULT_CONFIG, Config, load_config
+from .errors import ConfigError
+from .logs import setup_logging
+
+log = logging.getLogger("gateway.cli")
+
+RANK_NAMES = {0: "literal", 1: "literal+var", 2: "{var}", 3: "{+rest}"}
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("GATEPOST_CONFIG", str(DEFAULT_CONFIG)),
+        help="routes file (default: $GATEPOST_CONFIG or config/routes.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Gatepost package gateway")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument("--log-level", default=os.environ.get("GATEPOST_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (ASGI, uvicorn)")
+    _config_arg(serve)
+    serve.add_argument("--db", default=os.environ.get("GATEPOST_DB"), help="SQLite event store")
+    serve.add_argument("--host", default=os.environ.get("GATEPOST_HOST"))
+    serve.add_argument("--port", type=int, default=_env_int("GATEPOST_PORT"))
+    serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+
+    check = sub.add_parser("check", help="validate the configuration and list its routes")
+    _config_arg(check)
+
+    explain = sub.add_parser("explain", help="show which route a URL matches, and why")
+    _config_arg(explain)
+    explain.add_argument("url", help="e.g. https://get.acme.dev/tool/1.0/tool.tar.gz")
+    explain.add_argument("--method", default="GET")
+    return parser
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value and value.isdigit() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(json_lines=args.log_json, level=args.log_level.upper())
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(config, args)
+    if args.command == "check":
+        return check(config)
+    return explain(config, args.url, args.method.upper())
+
+
+def serve(config: Config, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .asgi import GatewayApp
+
+    app = GatewayApp(config, db_path=args.db)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    log.info(
+        "serving %d routes from %s on http://%s:%d, events → %s",
+        len(config.routes),
+        config.path,
+        host,
+        port,
+        app.gateway.db_path,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=args.access_log or config.server.access_log,
+        proxy_headers=False,  # the gateway decides itself which proxies it trusts
+        server_header=False,
+        log_config=None,
+        timeout_graceful_shutdown=None,
+    )
+    return 0
+
+
+def _table(rows: list[dict[str, str]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def check(config: Config) -> int:
+    rows = [{**r.describe(), "line": str(r.line or "")} for r in config.routes]
+    print(f"{config.path}: OK, {len(rows)} routes")
+    if rows:
+        print(_table(rows, ["line", "id", "kind", "host", "path", "target", "package"]))
+    return 0
+
+
+def explain(config: Config, url: str, method: str) -> int:
+    from .core import Gateway
+    from .request import Request, normalize_host
+
+    if "://" not in url and not url.startswith("/"):
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+        host = normalize_host(parts.netloc) if parts.netloc else ""
+    except ValueError as exc:
+        print(f"error: cannot parse URL {url!r}: {exc}", file=sys.stderr)
+        return 2
+    path = parts.path or "/"
+    gateway = Gateway(config, adapter="explain", key=b"explain")
+    print(f"{method} host={host or '(none)'} path={path} query={parts.query or '(none)'}")
+    tried = gateway.router.explain(host, path, parts.query)
+    if not tried:
+        print("no candidate routes for this host and path → 404")
+        return 1
+    print("candidates, in precedence order:")
+    for n, (route, result) in enumerate(tried, 1):
+        scope = "host " + ",".join(route.hosts) if route.hosts else "any host"
+        ranks = ",".join(RANK_NAMES[r] for r in route.ranks())
+        print(
+            f"  {n}. {route.id} ({route.kind}, line {route.line}, {scope}; segments {ranks}; "
+            f"{route.literal_chars()} literal chars) {route.pattern()}\n     → {result}"
+        )
+    route, result = tried[-1]
+    if not result.startswith("MATCH"):
+        print("no route matches → 404" if result == "no match" else "refused → 400")
+        return 1
+    outcome = gateway.handle(
+        Request(method, host, path, parts.query, [("host", host)], None, parts.scheme or "http")
+    )
+    assert outcome is not None
+    print(f"winner: {route.id}: {_why(route, tried)}")
+    print(f"decision: {_describe_decision(outcome.decision)}")
+    return 0
+
+
+def _why(route, tried) -> str:  # type: ignore[no-untyped-def]
+    if len(tried) == 1:
+        return "the only candidate that matched"
+    return "first matching route in precedence order (earlier candidates did not match)"
+
+
+def _describe_decision(decision) -> str:  # type: ignore[no-untyped-def]
+    from .decisions import Proxy, Redirect
+
+    if isinstance(decision, Redirect):
+        return f"redirect {decision.status} → {decision.url}"
+    if isinstance(decision, Proxy):
+        return f"proxy (stream) ← {decision.url}"
+    return f"respond {decision.status}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

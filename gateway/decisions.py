@@ -1,0 +1,40 @@
+"""What a route decides for a request; adapters (ASGI, mitmproxy, import) execute it.
+
+Decisions are plain data so that the same core serves every adapter unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Redirect:
+    """Answer with a redirect to ``url``."""
+
+    url: str
+    status: int = 307
+
+
+@dataclass(slots=True)
+class Proxy:
+    """Stream ``method url`` from the upstream back to the client.
+
+    ``headers`` are added to (or replace) the forwarded request headers.
+    """
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    follow_redirects: bool = True
+
+
+@dataclass(slots=True)
+class Respond:
+    """Answer directly with a fixed status, headers and body."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Decision = Redirect | Proxy | Respond

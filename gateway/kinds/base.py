@@ -1,0 +1,128 @@
+"""The one small interface every route kind implements.
+
+A kind turns a ``[[routes]]`` table into a :class:`Route`.  A route knows how to
+``match`` a normalised path and query (returning captured variables) and how to
+``handle`` a match (returning a decision and the event to record).  The router only
+needs ``hosts``, ``leading_literals()`` and ``sort_key()`` to place it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from ..config import RouteTable
+from ..decisions import Decision, Respond
+from ..events import Event
+from ..request import Request, normalize_host
+
+COMMON_KEYS = frozenset({"id", "kind", "host", "package", "event"})
+
+
+class RouteContext(Protocol):
+    """What a handler may ask of the core while handling a request."""
+
+    def referer_domain(self, request: Request) -> str: ...
+
+
+@dataclass(eq=False)
+class Route:
+    """Fields shared by every kind; subclasses add their own and implement two methods."""
+
+    kind: ClassVar[str] = "base"
+    methods: ClassVar[frozenset[str]] = frozenset({"GET", "HEAD"})
+
+    id: str
+    hosts: tuple[str, ...]
+    order: int
+    line: int | None
+    package: str | None
+    event_type: str
+    allow_header: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.allow_header = ", ".join(sorted(self.methods))
+
+    # ---- placement ------------------------------------------------------------
+    def leading_literals(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def ranks(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def query_conditions(self) -> int:
+        return 0
+
+    def literal_chars(self) -> int:
+        raise NotImplementedError
+
+    def sort_key(self) -> tuple:
+        """Precedence: literal segments first, more query conditions, more literal text,
+        then file order (host-specific before any-host is the router's job)."""
+        return (self.ranks(), -self.query_conditions(), -self.literal_chars(), self.order)
+
+    def identity(self) -> tuple:
+        """Two routes with the same identity would shadow each other: a duplicate."""
+        raise NotImplementedError
+
+    # ---- request time ----------------------------------------------------------
+    def match(self, norm_path: str, query: str) -> dict[str, str] | None:
+        raise NotImplementedError
+
+    def handle(
+        self, request: Request, values: dict[str, str], ctx: RouteContext
+    ) -> tuple[Decision, Event | None]:
+        raise NotImplementedError
+
+    # ---- presentation ----------------------------------------------------------
+    def pattern(self) -> str:
+        raise NotImplementedError
+
+    def target_text(self) -> str:
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "host": ",".join(self.hosts) or "*",
+            "path": self.pattern(),
+            "target": self.target_text(),
+            "package": self.package or "",
+        }
+
+    def event(self, request: Request, status: int, values: dict[str, str]) -> Event:
+        """An event pre-filled with what every kind records."""
+        return Event(
+            type=self.event_type,
+            host=request.host,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            route_id=self.id,
+            route_kind=self.kind,
+            package=self.package or values.get("package"),
+            version=values.get("version"),
+            vars=values,
+            status=status,
+        )
+
+
+def method_not_allowed(route: Route) -> Respond:
+    return Respond(
+        405,
+        b"method not allowed\n",
+        (("allow", route.allow_header), ("content-type", "text/plain; charset=utf-8")),
+    )
+
+
+def read_hosts(table: RouteTable) -> tuple[str, ...]:
+    hosts = []
+    for host in table.str_list("host"):
+        norm = normalize_host(host)
+        if not norm or "/" in host or "*" in host or " " in host:
+            raise table.error(
+                "host", f"invalid host {host!r} (write a bare name like get.acme.dev)"
+            )
+        hosts.append(norm)
+    return tuple(dict.fromkeys(hosts))

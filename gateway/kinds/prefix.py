@@ -1,0 +1,90 @@
+"""``kind = "prefix"``: everything under a path prefix goes to the same path elsewhere.
+
+``/hello%20world`` under prefix ``/`` → ``https://downloads.example.org/hello%20world``:
+the remainder is forwarded in its raw (still encoded) form, after the same traversal
+checks as ``{+path}`` variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from ..config import RouteTable
+from ..decisions import Decision
+from ..events import Event
+from ..request import Request
+from ..templates import TargetTemplate, check_rest_value, normalize_raw_path
+from .base import COMMON_KEYS, Route, RouteContext
+from .file import TARGET_KEYS, TargetRoute, read_target
+
+
+@dataclass(eq=False)
+class PrefixRoute(TargetRoute):
+    kind = "prefix"
+    prefix: str = "/"  # canonical, always ends with "/"
+
+    def leading_literals(self) -> tuple[str, ...]:
+        return tuple(s for s in self.prefix.strip("/").split("/") if s)
+
+    def ranks(self) -> tuple[int, ...]:
+        return (0,) * len(self.leading_literals()) + (3,)
+
+    def literal_chars(self) -> int:
+        return len(self.prefix)
+
+    def identity(self) -> tuple:
+        return ("prefix", self.prefix)
+
+    def pattern(self) -> str:
+        return self.prefix + "…"
+
+    def match(self, norm_path: str, query: str) -> dict[str, str] | None:
+        prefix = self.prefix
+        if norm_path.startswith(prefix):
+            rest = norm_path[len(prefix) - 1 :]
+        elif norm_path == prefix[:-1]:
+            rest = ""
+        else:
+            return None
+        value = unquote(rest)
+        if rest:
+            check_rest_value(rest, value)
+        return {"path": rest}
+
+    def handle(
+        self, request: Request, values: dict[str, str], ctx: RouteContext
+    ) -> tuple[Decision, Event | None]:
+        decision, url = self.decide(request, values, ctx)
+        event = self.event(request, self.status if self.mode == "redirect" else 0, values)
+        event.vars = {"path": unquote(values["path"])}
+        event.upstream = url
+        return decision, event
+
+
+class PrefixKind:
+    name = "prefix"
+    keys = COMMON_KEYS | TARGET_KEYS | {"prefix"}
+    default_event = "download"
+
+    def build(self, table: RouteTable, common: dict) -> Route:
+        prefix = table.str("prefix", "/")
+        assert prefix is not None
+        if not prefix.startswith("/") or "{" in prefix or "<" in prefix or "?" in prefix:
+            raise table.error("prefix", "prefix must be a literal path starting with '/'")
+        if "target" not in table.data:
+            raise table.error(None, "missing required key 'target'")
+        source = table.str("target")
+        assert source is not None
+        if "{" in source:
+            raise table.error("target", "a prefix target is a base URL without variables")
+        # The remainder (raw, starts with "/") is appended as a reserved expansion.
+        table.data["target"] = source.rstrip("/") + "{+path}"
+        try:
+            options = read_target(table, frozenset({"path"}))
+        finally:
+            table.data["target"] = source
+        target: TargetTemplate = options["target"]
+        target.source = source
+        canonical = normalize_raw_path(prefix.rstrip("/") + "/")
+        return PrefixRoute(prefix=canonical, **common, **options)

@@ -1,0 +1,55 @@
+"""Client kind and version from a User-Agent, cached because agents repeat a lot."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# First matching rule wins; order matters (specific tools before generic libraries,
+# bots before browsers because crawlers pretend to be browsers).
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern, re.IGNORECASE))
+    for kind, pattern in (
+        ("pip", r"^pip/(\S+)"),
+        ("uv", r"^uv/(\S+)"),
+        ("poetry", r"^poetry/(\S+)"),
+        ("pdm", r"^pdm/(\S+)"),
+        ("twine", r"^twine/(\S+)"),
+        ("buildkit", r"buildkit/v?(\S+)"),
+        ("skopeo", r"skopeo/(\S+)"),
+        ("podman", r"(?:^|\s)(?:libpod|podman)/(\S+)"),
+        ("containerd", r"containerd/v?(\S+)"),
+        ("cri-o", r"cri-o/(\S+)"),
+        ("docker", r"^docker/(\S+)"),
+        ("oras", r"^oras/(\S+)"),
+        ("helm", r"^Helm/(\S+)"),
+        ("curl", r"^curl/(\S+)"),
+        ("wget", r"^Wget/(\S+)"),
+        ("powershell", r"WindowsPowerShell/(\S+)"),
+        (
+            "bot",
+            r"(bot|crawler|spider|slurp|bingpreview|facebookexternalhit|headless)[/ ]?v?([\d.]*)",
+        ),
+        ("python-requests", r"python-requests/(\S+)"),
+        ("httpx", r"python-httpx/(\S+)"),
+        ("aiohttp", r"aiohttp/(\S+)"),
+        ("python-urllib", r"Python-urllib/(\S+)"),
+        ("go", r"Go-http-client/(\S+)"),
+        ("java", r"^Java/(\S+)"),
+        ("node", r"^node(?:-fetch)?/?(\S*)"),
+        ("browser", r"Mozilla/5\.0.*(?:Firefox|Chrome|Safari|Edg)/(\S+)"),
+    )
+)
+
+
+@lru_cache(maxsize=4096)
+def classify(user_agent: str | None) -> tuple[str, str | None]:
+    """``("pip", "24.0")`` for ``pip/24.0 {...}``; ``("unknown", None)`` when unsure."""
+    if not user_agent:
+        return ("none", None)
+    for kind, pattern in _RULES:
+        m = pattern.search(user_agent)
+        if m:
+            version = m.group(m.lastindex) if m.lastindex else None
+            return (kind, version or None)
+    return ("unknown", None)
