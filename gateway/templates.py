@@ -76,8 +76,8 @@ def check_segment_value(value: str) -> None:
     """Refuse a decoded single-segment value that could change the outgoing path."""
     if "/" in value or "\\" in value:
         raise UnsafeValue("a path separator (possibly encoded) in a single-segment variable")
-    if ".." in value:
-        raise UnsafeValue("'..' in a captured value")
+    if ".." in value or value == ".":
+        raise UnsafeValue("'..' or '.' in a captured value")
     if _CONTROL.search(value):
         raise UnsafeValue("control characters in a captured value")
 
@@ -86,8 +86,8 @@ def check_rest_value(raw: str, value: str) -> None:
     """Refuse a decoded multi-segment value with traversal, encoded slashes or CR/LF."""
     if _ENCODED_SLASH.search(raw) or "\\" in value:
         raise UnsafeValue("an encoded slash or backslash in a captured path")
-    if ".." in value:
-        raise UnsafeValue("'..' in a captured path")
+    if ".." in value or "." in value.split("/"):
+        raise UnsafeValue("a '..' or '.' segment in a captured path")
     if _CONTROL.search(value):
         raise UnsafeValue("control characters in a captured path")
     if "//" in value:
@@ -352,6 +352,10 @@ class TargetTemplate:
         authority = m.group("authority")
         if scheme not in ("http", "https"):
             raise TemplateError(f"target scheme {scheme!r} is not http or https")
+        if not authority and m.group("rest").startswith("{"):
+            raise TemplateError(
+                f"target {template!r} must not have a variable in its scheme or host"
+            )
         if not authority:
             raise TemplateError(f"target {template!r} has no host")
         if "@" in authority:
@@ -397,25 +401,45 @@ class TargetTemplate:
             query_keys=frozenset(query_keys),
         )
 
+    def render(self, values: Mapping[str, object]) -> str:
+        """Plain RFC 6570 expansion (what ``uritemplate`` would produce), unchecked."""
+        return "".join(p if isinstance(p, str) else p(values) for p in self.pieces)
+
     def expand(self, values: Mapping[str, object], request_query: str = "") -> str:
         """Expand, merge the request's query string, and verify the origin.
 
         Raises :class:`UnsafeValue` when the result would leave the template's
         scheme and host or would carry characters that are not allowed in a URL.
         """
-        url = "".join(p if isinstance(p, str) else p(values) for p in self.pieces)
+        url = self.render(values)
         if request_query:
             url = merge_query(url, request_query, self.query_keys)
         origin = self.origin
         if not url.startswith(origin) or (len(url) > len(origin) and url[len(origin)] not in "/?#"):
             raise UnsafeValue("expanded URL leaves the target's scheme and host")
-        if _URL_FORBIDDEN.search(url):
+        if _URL_FORBIDDEN.search(url) or not url.isascii():
             raise UnsafeValue("expanded URL contains spaces, backslashes or control characters")
         return url
 
 
+_QUERY_SAFE = "!$&'()*+,;=:@/?%-._~"
+_QUERY_UNSAFE = re.compile(r"[^A-Za-z0-9!$&'()*+,;=:@/?%\-._~]")
+
+
+def _clean_query(query: str) -> str:
+    """Percent-encode what may not appear raw in a URL (spaces, CR/LF, non-ASCII)."""
+    if not _QUERY_UNSAFE.search(query):
+        return query
+    try:
+        raw = query.encode("latin-1")  # adapters decode raw bytes as latin-1
+    except UnicodeEncodeError:
+        raw = query.encode("utf-8")
+    return quote(raw, safe=_QUERY_SAFE)
+
+
 def merge_query(url: str, request_query: str, template_keys: frozenset[str]) -> str:
     """Append the request's parameters; a key the target already has keeps the target's value."""
+    request_query = _clean_query(request_query)
     base, hash_, fragment = url.partition("#")
     path, qmark, own = base.partition("?")
     keys = set(template_keys)

@@ -1,0 +1,164 @@
+"""Template rules, and property tests: the compiled expander equals uritemplate, and no
+request can steer an outgoing URL to another scheme or host."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import uritemplate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.config import parse_config
+from gateway.core import Gateway
+from gateway.decisions import Proxy, Redirect
+from gateway.request import Request
+from gateway.templates import PathTemplate, TargetTemplate, UnsafeValue, normalize_raw_path
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "query", "expected"),
+    [
+        (
+            "/tool/{version}/tool-{os}-{arch}.tar.gz",
+            "/tool/1.2/tool-linux-amd64.tar.gz",
+            "",
+            {"version": "1.2", "os": "linux", "arch": "amd64"},
+        ),
+        ("/tool/<version>/<+file>", "/tool/1.2/a/b/c", "", {"version": "1.2", "file": "a/b/c"}),
+        ("/x/{a}", "/x/a/b", "", None),
+        ("/x/{+a}", "/x/", "", None),
+        (
+            "/data?drilldowns={a}&measures={b}",
+            "/data",
+            "measures=M&x=1&drilldowns=D",
+            {"a": "D", "b": "M"},
+        ),
+        ("/data?format=json", "/data", "format=xml", None),
+        ("/s/{term}", "/s/hello%20world", "", {"term": "hello world"}),
+        ("/caf\u00e9/{x}", "/caf%c3%a9/1", "", {"x": "1"}),
+        ("/~u/{x}", "/%7Eu/1", "", {"x": "1"}),
+    ],
+)
+def test_path_template_matching(template, path, query, expected):
+    assert PathTemplate.compile(template).match(normalize_raw_path(path), query) == expected
+
+
+def test_encoded_slash_never_splits_a_segment():
+    t = PathTemplate.compile("/x/{a}")
+    with pytest.raises(UnsafeValue):
+        t.match(normalize_raw_path("/x/a%2Fb"), "")  # one segment holding an encoded slash
+    assert PathTemplate.compile("/x/{a}/{b}").match(normalize_raw_path("/x/a%2Fb"), "") is None
+
+
+def test_reserved_and_simple_expansion():
+    assert (
+        TargetTemplate.compile("https://h.org/{v}").expand({"v": "really+nice"})
+        == "https://h.org/really%2Bnice"
+    )
+    assert (
+        TargetTemplate.compile("https://h.org/{+v}").expand({"v": "a/b c"})
+        == "https://h.org/a/b%20c"
+    )
+    assert (
+        TargetTemplate.compile("https://h.org/x{?a,b}").expand({"a": "1", "b": "x y"})
+        == "https://h.org/x?a=1&b=x%20y"
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "values"),
+    [
+        ("https://h.org{+p}", {"p": ".evil.test/x"}),
+        ("https://h.org{+p}", {"p": "@evil.test/x"}),
+        ("https://h.org{+p}", {"p": ":1@evil.test"}),
+        ("https://h.org/{+p}", {"p": "a%0d%0aX: y"}),
+        ("https://h.org/{+p}", {"p": "\u00e9%20"}),
+    ],
+)
+def test_expansion_leaving_origin_is_refused(target, values):
+    with pytest.raises(UnsafeValue):
+        TargetTemplate.compile(target).expand(values)
+
+
+# ---------------------------------------------------------------- property tests
+
+values_st = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+names = st.sampled_from(["a", "b", "version", "path"])
+expr_st = st.builds(
+    lambda op, names: "{" + op + ",".join(names) + "}",
+    st.sampled_from(["", "+", "#", ".", "/", ";", "?", "&"]),
+    st.lists(names, min_size=1, max_size=2, unique=True),
+)
+literal_st = st.text(alphabet=string.ascii_letters + string.digits + "-._/", max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=st.lists(st.tuples(literal_st, expr_st), min_size=1, max_size=4),
+    values=st.dictionaries(names, values_st),
+)
+def test_compiled_expansion_equals_uritemplate(parts, values):
+    template = "https://h.example/" + "".join(lit + expr for lit, expr in parts)
+    assert TargetTemplate.compile(template).render(values) == uritemplate.URITemplate(
+        template
+    ).expand(values)
+
+
+ROUTES = """
+[[routes]]
+id = "seg"
+path = "/a/{x}/f-{y}.tgz"
+target = "https://dl.example.org/a/{x}/{y}"
+
+[[routes]]
+id = "rest"
+path = "/r/{+p}"
+target = "https://dl.example.org{+p}"
+
+[[routes]]
+id = "rest2"
+path = "/s/{+p}"
+target = "https://dl.example.org/s/{+p}?k=v"
+mode = "proxy"
+
+[[routes]]
+id = "prefix"
+kind = "prefix"
+prefix = "/pre/"
+target = "https://files.example.org/base/"
+
+[[routes]]
+id = "query"
+path = "/q?v={v}"
+target = "https://dl.example.org/q/{v}"
+"""
+GATEWAY = Gateway(parse_config(ROUTES), key=b"k")
+ORIGINS = {r.id: r.target.origin for r in GATEWAY.config.routes}
+path_chars = st.sampled_from(
+    list("ab./%2Ff@:?#\\\r\n ") + ["%2e", "%2F", "%0d%0a", "..", "//", "%40", "%5C", "\u00e9"]
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prefix=st.sampled_from(["/a/", "/r/", "/s/", "/pre/", "/q", "/"]),
+    body=st.lists(path_chars, max_size=12).map("".join),
+    query=st.lists(path_chars, max_size=6).map(lambda x: "v=" + "".join(x)),
+)
+def test_no_request_leaves_the_target_origin(prefix, body, query):
+    request = Request("GET", "h.test", prefix + body, query, [], "203.0.113.1")
+    outcome = GATEWAY.handle(request)
+    if outcome is None:
+        return
+    decision = outcome.decision
+    if isinstance(decision, (Redirect, Proxy)):
+        origin = ORIGINS[outcome.route.id]
+        url = decision.url
+        assert url.startswith(origin) and (len(url) == len(origin) or url[len(origin)] in "/?#")
+        assert not any(c in url for c in "\r\n \\") and url.isascii()
+        segments = url[len(origin) :].partition("?")[0].split("/")
+        assert ".." not in segments and "." not in segments
+    else:
+        assert decision.status in (200, 400, 405)
