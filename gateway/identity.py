@@ -59,19 +59,25 @@ def network_prefix(ip: str) -> str | None:
 
 
 class Identifier:
-    """Computes keyed ids with one shared key."""
+    """Computes keyed ids with one shared key.
 
-    __slots__ = ("_key",)
+    Results are memoised in-process (clients repeat); the cache lives in memory
+    only, like the raw address it is computed from, and is never written anywhere.
+    """
+
+    __slots__ = ("_key", "endpoint_id", "origin_id")
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        self.endpoint_id = lru_cache(maxsize=65536)(self._endpoint_id)
+        self.origin_id = lru_cache(maxsize=65536)(self._origin_id)
 
-    def endpoint_id(self, ip: str) -> str:
-        return hmac.new(self._key, ip.encode(), hashlib.sha256).hexdigest()[:32]
+    def _endpoint_id(self, ip: str) -> str:
+        return hmac.digest(self._key, ip.encode(), hashlib.sha256).hex()[:32]
 
-    def origin_id(self, ip: str, user_agent: str | None) -> str:
+    def _origin_id(self, ip: str, user_agent: str | None) -> str:
         msg = f"{ip}\x00{user_agent or ''}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, msg, hashlib.sha256).hex()[:32]
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:

@@ -47,8 +47,8 @@ class _Trie:
             node.routes.sort(key=Route.sort_key)
             stack.extend(node.children.values())
 
-    def candidates(self, segments: list[str]) -> Iterator[Route]:
-        """Routes that may match, in precedence order (deepest literal prefix first)."""
+    def nodes(self, segments: list[str]) -> list[_Node]:
+        """Nodes along the literal prefix of the path, deepest first."""
         path = [self.root]
         node = self.root
         for seg in segments:
@@ -57,7 +57,20 @@ class _Trie:
                 break
             path.append(child)
             node = child
-        for node in reversed(path):
+        path.reverse()
+        return path
+
+    def first_match(self, segments: list[str], norm: str, query: str) -> Match | None:
+        for node in self.nodes(segments):
+            for route in node.routes:
+                values = route.match(norm, query)
+                if values is not None:
+                    return Match(route, values)
+        return None
+
+    def candidates(self, segments: list[str]) -> Iterator[Route]:
+        """Routes that may match, in precedence order (deepest literal prefix first)."""
+        for node in self.nodes(segments):
             yield from node.routes
 
 
@@ -98,11 +111,13 @@ class Router:
         silently passed to a less specific route).
         """
         norm = normalize_raw_path(raw_path)
-        for route in self.candidates(host, norm):
-            values = route.match(norm, query)
-            if values is not None:
-                return Match(route, values)
-        return None
+        segments = norm[1:].split("/")
+        trie = self._hosts.get(host)
+        if trie is not None:
+            found = trie.first_match(segments, norm, query)
+            if found is not None:
+                return found
+        return self._any.first_match(segments, norm, query)
 
     def explain(self, host: str, raw_path: str, query: str) -> list[tuple[Route, str]]:
         """Every candidate in the order tried and what happened to it."""

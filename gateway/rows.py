@@ -16,10 +16,15 @@ from .identity import Identifier, network_prefix
 from .useragent import classify
 
 
+@lru_cache(maxsize=8)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def iso_utc(ts: float) -> str:
     """``2026-11-25T04:33:32.123Z`` (sorts lexically, millisecond precision)."""
     ms = int(round(ts * 1000))
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 @lru_cache(maxsize=8192)
@@ -36,7 +41,15 @@ def referer_domain(referer: str | None) -> str | None:
 def _json(value: dict | None) -> str:
     if not value:
         return "{}"
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        return _json_items(tuple(value.items()))
+    except TypeError:  # unhashable values (lists in telemetry payloads)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@lru_cache(maxsize=4096)
+def _json_items(items: tuple) -> str:
+    return json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class RowBuilder:

@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE IF NOT EXISTS events (
-        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             INTEGER PRIMARY KEY,
         ts             TEXT    NOT NULL,
         type           TEXT    NOT NULL,
         adapter        TEXT    NOT NULL,
@@ -45,7 +45,6 @@ MIGRATIONS: dict[int, str] = {
         source_hash    TEXT
     );
     CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-    CREATE INDEX IF NOT EXISTS events_package_ts ON events (package, ts);
     CREATE UNIQUE INDEX IF NOT EXISTS events_source_hash ON events (source_hash)
         WHERE source_hash IS NOT NULL;
     """,

@@ -299,20 +299,49 @@ _EXPR = re.compile(r"\{([^}]+)\}")
 Piece = str | Callable[[Mapping[str, object]], str]
 
 
+_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9._~\-]*").fullmatch
+_RESERVED_SAFE = ":/?#[]@!$&'()*+,;="
+
+
 def _fast_piece(var: URIVariable) -> Piece | None:
-    """A direct call of uritemplate's own quoting for ``{name}`` and ``{+name}``."""
+    """``{name}`` / ``{+name}`` compiled to a direct ``urllib.parse.quote`` call.
+
+    Same rules as ``uritemplate`` (property-tested against it): simple expansion
+    encodes everything but unreserved characters; reserved expansion also keeps
+    reserved characters and passes values that already hold %-escapes unchanged.
+    """
     if var.operator not in (Operator.default, Operator.reserved) or len(var.variables) != 1:
         return None
     name, opts = var.variables[0]
     if opts.get("explode") or opts.get("prefix") or var.defaults:
         return None
-    quote_value = var.operator.quote
+    library_quote = var.operator.quote  # for non-string values: exactly uritemplate
 
-    def expand(values: Mapping[str, object]) -> str:
-        value = values.get(name)
-        if value is None:
-            return ""
-        return quote_value(value)
+    if var.operator is Operator.default:
+
+        def expand(values: Mapping[str, object]) -> str:
+            value = values.get(name)
+            if value is None:
+                return ""
+            if type(value) is not str:
+                return library_quote(value)
+            if _UNRESERVED_ONLY(value):
+                return value
+            return quote(value, safe="")
+
+    else:
+
+        def expand(values: Mapping[str, object]) -> str:
+            value = values.get(name)
+            if value is None:
+                return ""
+            if type(value) is not str:
+                return library_quote(value)
+            if _UNRESERVED_ONLY(value):
+                return value
+            if unquote(value) != value:
+                return value
+            return quote(value, safe=_RESERVED_SAFE)
 
     return expand
 
@@ -403,7 +432,7 @@ class TargetTemplate:
 
     def render(self, values: Mapping[str, object]) -> str:
         """Plain RFC 6570 expansion (what ``uritemplate`` would produce), unchecked."""
-        return "".join(p if isinstance(p, str) else p(values) for p in self.pieces)
+        return "".join([p if type(p) is str else p(values) for p in self.pieces])
 
     def expand(self, values: Mapping[str, object], request_query: str = "") -> str:
         """Expand, merge the request's query string, and verify the origin.

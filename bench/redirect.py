@@ -1,0 +1,155 @@
+"""Redirect throughput: the gateway (1,000 routes, recording every event) vs a bare
+Starlette app answering the same 307, measured side by side in one run.
+
+Both run under uvicorn with identical settings (uvloop, httptools, no access log,
+one process pinned to CPU 0); the load generator (wrk, or a Python fallback) runs
+in a separate process pinned to CPU 1.  Rounds alternate A/B/A/B and the median of
+each is reported with the ratio.  Absolute numbers depend on the machine; the
+ratio is the result.
+
+    python bench/redirect.py [--routes 1000] [--seconds 5] [--rounds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from servers import clean_env, free_port, wait_http  # noqa: E402
+
+TARGET = "https://github.com/acme/tool{n}/releases/download/v{version}/tool-{os}.tar.gz"
+REQUEST_PATH = "/pkg500/1.4.2/tool-linux-amd64.tar.gz"
+LOCATION = "https://github.com/acme/tool500/releases/download/v1.4.2/tool-linux-amd64.tar.gz"
+
+BARE_APP = f'''
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
+
+async def redirect(request):
+    return RedirectResponse({LOCATION!r}, status_code=307)
+
+app = Starlette(routes=[Route("/{{path:path}}", redirect)])
+'''
+
+
+def write_config(directory: Path, n_routes: int) -> Path:
+    lines = ["[events]\nflush_interval = 0.05\nbatch_size = 2000\n"]
+    for n in range(n_routes):
+        lines.append(
+            f'[[routes]]\nid = "pkg{n}"\npath = "/pkg{n}/{{version}}/tool-{{os}}.tar.gz"\n'
+            f'target = "{TARGET.replace("{n}", str(n))}"\npackage = "tool{n}"\n'
+        )
+    path = directory / "routes.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def start(cmd: list[str], port: int, cwd: Path) -> subprocess.Popen:
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+    proc = subprocess.Popen(
+        pin + cmd, cwd=cwd, env=clean_env(GATEPOST_KEY="bench"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    return proc
+
+
+def load(port: int, seconds: float, connections: int) -> tuple[float, int]:
+    """(requests/s, total requests) from wrk or the Python fallback."""
+    url = f"http://127.0.0.1:{port}{REQUEST_PATH}"
+    pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            pin + ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if non2xx:
+            raise RuntimeError(f"{non2xx.group(1)} unexpected responses:\n{out}")
+        return rps, total
+    out = subprocess.run(
+        pin + [sys.executable, str(Path(__file__).with_name("loadgen.py")), url, str(seconds), str(connections)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    result = json.loads(out)
+    return result["rps"], result["total"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    uvicorn_opts = ["--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                    "--log-level", "warning", "--no-proxy-headers", "--host", "127.0.0.1"]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = write_config(work, args.routes)
+        (work / "bare_app.py").write_text(BARE_APP)
+        results: dict[str, list[float]] = {"bare": [], "gateway": []}
+        totals = {"gateway": 0}
+        for _ in range(args.rounds):
+            for name in ("bare", "gateway"):
+                port = free_port()
+                if name == "bare":
+                    cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), *uvicorn_opts]
+                else:
+                    cmd = [sys.executable, "-m", "gateway", "--log-level", "WARNING", "serve",
+                           "--config", str(config), "--db", str(work / "events.sqlite3"),
+                           "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
+                proc = start(cmd, port, work)
+                try:
+                    _, warm = load(port, 1, args.connections)  # warm-up
+                    rps, total = load(port, args.seconds, args.connections)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(60)
+                results[name].append(rps)
+                if name == "gateway":
+                    totals["gateway"] += total + warm
+        with sqlite3.connect(work / "events.sqlite3") as conn:
+            recorded = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    bare = statistics.median(results["bare"])
+    gw = statistics.median(results["gateway"])
+    summary = {
+        "routes": args.routes,
+        "bare_starlette_rps": round(bare),
+        "gateway_rps": round(gw),
+        "ratio": round(gw / bare, 3),
+        "rounds": {k: [round(v) for v in vs] for k, vs in results.items()},
+        "gateway_requests_answered": totals["gateway"],
+        "gateway_events_recorded": recorded,
+        "load_generator": "wrk" if shutil.which("wrk") else "bench/loadgen.py",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(summary, indent=2))
+    if not totals["gateway"] <= recorded <= totals["gateway"] + 2 * args.rounds * args.connections:
+        print(f"ERROR: {recorded} events for {totals['gateway']} answered requests", file=sys.stderr)
+        return 1
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
