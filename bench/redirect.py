@@ -34,7 +34,7 @@ TARGET = "https://github.com/acme/tool{n}/releases/download/v{version}/tool-{os}
 REQUEST_PATH = "/pkg500/1.4.2/tool-linux-amd64.tar.gz"
 LOCATION = "https://github.com/acme/tool500/releases/download/v1.4.2/tool-linux-amd64.tar.gz"
 
-BARE_APP = f'''
+BARE_APP = f"""
 from starlette.applications import Starlette
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
@@ -43,7 +43,7 @@ async def redirect(request):
     return RedirectResponse({LOCATION!r}, status_code=307)
 
 app = Starlette(routes=[Route("/{{path:path}}", redirect)])
-'''
+"""
 
 
 def write_config(directory: Path, n_routes: int) -> Path:
@@ -59,7 +59,11 @@ def write_config(directory: Path, n_routes: int) -> Path:
 
 
 def start(cmd: list[str], port: int, cwd: Path) -> subprocess.Popen:
-    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+    pin = (
+        ["taskset", "-c", "0"]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else []
+    )
     proc = subprocess.Popen(
         pin + cmd, cwd=cwd, env=clean_env(GATEPOST_KEY="bench"), stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -68,13 +72,26 @@ def start(cmd: list[str], port: int, cwd: Path) -> subprocess.Popen:
     return proc
 
 
-def load(port: int, seconds: float, connections: int) -> tuple[float, int]:
+# Every request a different URL (1,000 routes × changing versions): no decision-cache hits.
+DISTINCT_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/pkg" .. (counter % 1000) .. "/1." .. counter .. "/tool-linux-amd64.tar.gz")
+end
+"""
+
+
+def load(
+    port: int, seconds: float, connections: int, script: Path | None = None
+) -> tuple[float, int]:
     """(requests/s, total requests) from wrk or the Python fallback."""
     url = f"http://127.0.0.1:{port}{REQUEST_PATH}"
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     if shutil.which("wrk"):
+        extra = ["-s", str(script)] if script else []
         out = subprocess.run(
-            pin + ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", url],
+            pin + ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", *extra, url],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -98,6 +115,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--scenario", choices=("same", "distinct"), default="same",
+        help="same URL every time (decision cache hits) or a new URL per request",
+    )  # fmt: skip
     args = parser.parse_args()
 
     uvicorn_opts = ["--loop", "uvloop", "--http", "httptools", "--no-access-log",
@@ -106,21 +127,35 @@ def main() -> int:
         work = Path(tmp)
         config = write_config(work, args.routes)
         (work / "bare_app.py").write_text(BARE_APP)
+        script = None
+        if args.scenario == "distinct":
+            if not shutil.which("wrk"):
+                parser.error("--scenario distinct needs wrk")
+            script = work / "distinct.lua"
+            script.write_text(DISTINCT_LUA)
         results: dict[str, list[float]] = {"bare": [], "gateway": []}
         totals = {"gateway": 0}
         for _ in range(args.rounds):
             for name in ("bare", "gateway"):
                 port = free_port()
                 if name == "bare":
-                    cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port), *uvicorn_opts]
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "bare_app:app",
+                        "--port",
+                        str(port),
+                        *uvicorn_opts,
+                    ]
                 else:
                     cmd = [sys.executable, "-m", "gateway", "--log-level", "WARNING", "serve",
                            "--config", str(config), "--db", str(work / "events.sqlite3"),
                            "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
                 proc = start(cmd, port, work)
                 try:
-                    _, warm = load(port, 1, args.connections)  # warm-up
-                    rps, total = load(port, args.seconds, args.connections)
+                    _, warm = load(port, 1, args.connections, script)  # warm-up
+                    rps, total = load(port, args.seconds, args.connections, script)
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
@@ -133,6 +168,7 @@ def main() -> int:
     gw = statistics.median(results["gateway"])
     summary = {
         "routes": args.routes,
+        "scenario": args.scenario,
         "bare_starlette_rps": round(bare),
         "gateway_rps": round(gw),
         "ratio": round(gw / bare, 3),
@@ -144,7 +180,9 @@ def main() -> int:
     }
     print(json.dumps(summary, indent=2))
     if not totals["gateway"] <= recorded <= totals["gateway"] + 2 * args.rounds * args.connections:
-        print(f"ERROR: {recorded} events for {totals['gateway']} answered requests", file=sys.stderr)
+        print(
+            f"ERROR: {recorded} events for {totals['gateway']} answered requests", file=sys.stderr
+        )
         return 1
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

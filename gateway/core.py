@@ -8,6 +8,7 @@ decision, complete the event (status, bytes, duration) and hand it to
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +31,8 @@ log = logging.getLogger("gateway")
 _TEXT = (("content-type", "text/plain; charset=utf-8"),)
 NOT_FOUND = Respond(404, b"not found\n", _TEXT)
 HEALTHY = Respond(200, b"ok\n", _TEXT + (("cache-control", "no-store"),))
-MAX_HEADER_FIELD = 1024  # user agents and referers are truncated to this on events
+MAX_HEADER_FIELD = 1024
+DECISION_CACHE_SIZE = 8192  # user agents and referers are truncated to this on events
 
 _host = lru_cache(maxsize=1024)(normalize_host)
 
@@ -64,6 +66,9 @@ class Gateway:
         self._key = key
         self._sink: EventSink | None = None
         self.started = False
+        # (host, raw path, raw query) → (route, values, decision) for cacheable routes:
+        # repeated download URLs skip matching and expansion.  Bounded; cleared when full.
+        self._decisions: dict[tuple[str, str, str], tuple[Route, dict, Decision]] = {}
         self._health_path = config.server.health_path
         self._metrics_path = config.server.metrics_path
 
@@ -94,6 +99,9 @@ class Gateway:
     async def startup(self) -> None:
         await self.sink.start()
         self.started = True
+        # Compiled routes live for the whole process: keep them out of GC passes.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         if self._sink is not None:
@@ -115,17 +123,33 @@ class Gateway:
 
     def handle(self, request: Request) -> Outcome | None:
         """Match and decide; ``None`` when no route matches (404 or pass to the next app)."""
-        request.host = _host(request.host)
+        request.host = host = _host(request.host)
+        key = (host, request.path, request.query)
         try:
-            found = self.router.match(request.host, request.path, request.query)
-            if found is None:
-                self.metrics.inc("unmatched_total")
-                return None
-            route = found.route
-            if request.method not in route.methods:
-                self.metrics.inc("method_not_allowed_total")
-                return Outcome(method_not_allowed(route), None, route)
-            decision, event = route.handle(request, found.values, self)
+            cached = self._decisions.get(key)
+            if cached is not None:
+                route, values, decision = cached
+                if request.method not in route.methods:
+                    self.metrics.inc("method_not_allowed_total")
+                    return Outcome(method_not_allowed(route), None, route)
+                event = route.make_event(request, values, decision)
+            else:
+                found = self.router.match(host, request.path, request.query)
+                if found is None:
+                    self.metrics.inc("unmatched_total")
+                    return None
+                route, values = found.route, found.values
+                if request.method not in route.methods:
+                    self.metrics.inc("method_not_allowed_total")
+                    return Outcome(method_not_allowed(route), None, route)
+                if route.cacheable:
+                    decision = route.decide(request, values, self)
+                    if len(self._decisions) >= DECISION_CACHE_SIZE:
+                        self._decisions.clear()
+                    self._decisions[key] = (route, values, decision)
+                    event = route.make_event(request, values, decision)
+                else:
+                    decision, event = route.handle(request, values, self)
         except UnsafeValue as exc:
             self.metrics.inc("refused_total")
             log.warning("refused %s %s: %s", request.method, request.path[:200], exc)

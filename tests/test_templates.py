@@ -86,7 +86,10 @@ def test_expansion_leaving_origin_is_refused(target, values):
 
 values_st = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12),
-    st.lists(st.sampled_from(["%", "%2F", "%20", "%zz", "a", "/", "\u00e9", " ", "+", ":", "1.0", "~"]), max_size=6).map("".join),
+    st.lists(
+        st.sampled_from(["%", "%2F", "%20", "%zz", "a", "/", "\u00e9", " ", "+", ":", "1.0", "~"]),
+        max_size=6,
+    ).map("".join),
 )
 names = st.sampled_from(["a", "b", "version", "path"])
 expr_st = st.builds(

@@ -69,10 +69,24 @@ class Route:
     def match(self, norm_path: str, query: str) -> dict[str, str] | None:
         raise NotImplementedError
 
+    #: True when ``decide`` depends only on (host, path, query): the core may then
+    #: reuse the decision for repeated URLs without matching and expanding again.
+    cacheable: bool = field(init=False, default=False)
+
+    def decide(self, request: Request, values: dict[str, str], ctx: RouteContext) -> Decision:
+        raise NotImplementedError
+
+    def make_event(
+        self, request: Request, values: dict[str, str], decision: Decision
+    ) -> Event | None:
+        raise NotImplementedError
+
     def handle(
         self, request: Request, values: dict[str, str], ctx: RouteContext
     ) -> tuple[Decision, Event | None]:
-        raise NotImplementedError
+        """Decision plus event; kinds with request-dependent answers override this."""
+        decision = self.decide(request, values, ctx)
+        return decision, self.make_event(request, values, decision)
 
     # ---- presentation ----------------------------------------------------------
     def pattern(self) -> str:

@@ -37,15 +37,31 @@ class TargetRoute(Route):
             return "(record only)"
         return f"{self.target.source} [{self.mode if self.mode == 'proxy' else self.status}]"
 
-    def decide(self, request: Request, values: dict, ctx: RouteContext) -> tuple[Decision, str]:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cacheable = not self.uses_referer
+
+    def decide(self, request: Request, values: dict, ctx: RouteContext) -> Decision:
         """Expand the target into a decision; raises UnsafeValue when it must be refused."""
-        assert self.target is not None
+        if self.target is None:
+            return _EMPTY_200
         if self.uses_referer:
             values = {**values, "referer_domain": ctx.referer_domain(request)}
         url = self.target.expand(values, request.query if self.forward_query else "")
         if self.mode == "proxy":
-            return Proxy(url, self.upstream_headers, self.follow_redirects), url
-        return Redirect(url, self.status), url
+            return Proxy(url, self.upstream_headers, self.follow_redirects)
+        return Redirect(url, self.status)
+
+    def make_event(self, request: Request, values: dict, decision: Decision) -> Event:
+        if type(decision) is Redirect:
+            event = self.event(request, decision.status, values)
+            event.upstream = decision.url
+        elif type(decision) is Proxy:
+            event = self.event(request, 0, values)  # the adapter fills in the upstream status
+            event.upstream = decision.url
+        else:
+            event = self.event(request, 200, values)
+        return event
 
 
 @dataclass(eq=False)
@@ -84,16 +100,6 @@ class FileRoute(TargetRoute):
     def match(self, norm_path: str, query: str) -> dict[str, str] | None:
         assert self.template is not None
         return self.template.match(norm_path, query)
-
-    def handle(
-        self, request: Request, values: dict[str, str], ctx: RouteContext
-    ) -> tuple[Decision, Event | None]:
-        if self.target is None:
-            return _EMPTY_200, self.event(request, 200, values)
-        decision, url = self.decide(request, values, ctx)
-        event = self.event(request, self.status if self.mode == "redirect" else 0, values)
-        event.upstream = url
-        return decision, event
 
 
 TARGET_KEYS = frozenset(

@@ -15,7 +15,7 @@ from ..decisions import Decision
 from ..events import Event
 from ..request import Request
 from ..templates import TargetTemplate, check_rest_value, normalize_raw_path
-from .base import COMMON_KEYS, Route, RouteContext
+from .base import COMMON_KEYS, Route
 from .file import TARGET_KEYS, TargetRoute, read_target
 
 
@@ -52,14 +52,10 @@ class PrefixRoute(TargetRoute):
             check_rest_value(rest, value)
         return {"path": rest}
 
-    def handle(
-        self, request: Request, values: dict[str, str], ctx: RouteContext
-    ) -> tuple[Decision, Event | None]:
-        decision, url = self.decide(request, values, ctx)
-        event = self.event(request, self.status if self.mode == "redirect" else 0, values)
+    def make_event(self, request: Request, values: dict[str, str], decision: Decision) -> Event:
+        event = super().make_event(request, values, decision)
         event.vars = {"path": unquote(values["path"])}
-        event.upstream = url
-        return decision, event
+        return event
 
 
 class PrefixKind:
