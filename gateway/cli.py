@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config import DEFAULT_CONFIG, Config, load_config
@@ -78,6 +79,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
     from .asgi import GatewayApp
 
+    data_dir = os.environ.get("GATEPOST_DATA_DIR")
+    if data_dir:  # containers: keep the database and key on the /data volume
+        config.server.data_dir = Path(data_dir)
     app = GatewayApp(config, db_path=args.db)
     host = args.host or config.server.host
     port = args.port or config.server.port
