@@ -82,6 +82,14 @@ def check_segment_value(value: str) -> None:
         raise UnsafeValue("control characters in a captured value")
 
 
+def check_query_value(value: str) -> None:
+    """Query values may hold '/', but nothing that could climb or break a path."""
+    if ".." in value or value == "." or "\\" in value:
+        raise UnsafeValue("'..', '.' or a backslash in a query value")
+    if _CONTROL.search(value):
+        raise UnsafeValue("control characters in a query value")
+
+
 def check_rest_value(raw: str, value: str) -> None:
     """Refuse a decoded multi-segment value with traversal, encoded slashes or CR/LF."""
     if _ENCODED_SLASH.search(raw) or "\\" in value:
@@ -205,8 +213,7 @@ class PathTemplate:
                 if qm is None:
                     return None
                 for name, value in qm.groupdict().items():
-                    if _CONTROL.search(value):
-                        raise UnsafeValue("control characters in a query value")
+                    check_query_value(value)
                     values[name] = value
         return values
 

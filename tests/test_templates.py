@@ -7,7 +7,7 @@ import string
 
 import pytest
 import uritemplate
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import parse_config
@@ -153,6 +153,10 @@ path_chars = st.sampled_from(
     body=st.lists(path_chars, max_size=12).map("".join),
     query=st.lists(path_chars, max_size=6).map(lambda x: "v=" + "".join(x)),
 )
+@example(prefix="/q", body="", query="v=..")
+@example(prefix="/s/", body="%2e", query="")
+@example(prefix="/r/", body=".evil.test/x", query="")
+@example(prefix="/r/", body="@evil.test", query="")
 def test_no_request_leaves_the_target_origin(prefix, body, query):
     request = Request("GET", "h.test", prefix + body, query, [], "203.0.113.1")
     outcome = GATEWAY.handle(request)
