@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("GATEPOST_HOST"))
     serve.add_argument("--port", type=int, default=_env_int("GATEPOST_PORT"))
     serve.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    serve.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS)
 
     check = sub.add_parser("check", help="validate the configuration and list its routes")
     _config_arg(check)

@@ -395,3 +395,16 @@ def test_health_endpoint(gw):
 
 def test_unused_port_sanity():
     assert free_port() > 0
+
+
+def test_json_logs(start_gateway):
+    gw = start_gateway('[[routes]]\npath = "/c"\n', name="jsonlog", extra_args=("--log-json",))
+    get(gw, "/nothing")
+    raw_request(gw.port, "/c/..")
+    gw.stop()
+    lines = [json.loads(line) for line in gw.log.read_text().splitlines() if line.strip()]
+    assert any(
+        entry["logger"] == "gateway.cli" and "serving 1 routes" in entry["message"]
+        for entry in lines
+    )
+    assert all({"ts", "level", "logger", "message"} <= entry.keys() for entry in lines)
