@@ -326,29 +326,23 @@ def _fast_piece(var: URIVariable) -> Piece | None:
 
     if var.operator is Operator.default:
 
-        def expand(values: Mapping[str, object]) -> str:
-            value = values.get(name)
-            if value is None:
-                return ""
-            if type(value) is not str:
-                return library_quote(value)
-            if _UNRESERVED_ONLY(value):
-                return value
+        def encode(value: str) -> str:
             return quote(value, safe="")
 
     else:
 
-        def expand(values: Mapping[str, object]) -> str:
-            value = values.get(name)
-            if value is None:
-                return ""
-            if type(value) is not str:
-                return library_quote(value)
-            if _UNRESERVED_ONLY(value):
-                return value
-            if unquote(value) != value:
-                return value
-            return quote(value, safe=_RESERVED_SAFE)
+        def encode(value: str) -> str:
+            return value if unquote(value) != value else quote(value, safe=_RESERVED_SAFE)
+
+    def expand(values: Mapping[str, object]) -> str:
+        value = values.get(name)
+        if value is None:
+            return ""
+        if type(value) is not str:
+            return library_quote(value)
+        if _UNRESERVED_ONLY(value):
+            return value
+        return encode(value)
 
     return expand
 
