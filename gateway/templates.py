@@ -100,6 +100,8 @@ def check_rest_value(raw: str, value: str) -> None:
         raise UnsafeValue("control characters in a captured path")
     if "//" in value:
         raise UnsafeValue("an empty segment ('//') in a captured path")
+    if "?" in value or "#" in value:
+        raise UnsafeValue("an encoded '?' or '#' in a captured path")
 
 
 def _canonical_braces(template: str) -> str:
@@ -449,6 +451,8 @@ class TargetTemplate:
             raise UnsafeValue("expanded URL leaves the target's scheme and host")
         if _URL_FORBIDDEN.search(url) or not url.isascii():
             raise UnsafeValue("expanded URL contains spaces, backslashes or control characters")
+        if ("/." in url or "%2" in url) and _has_dot_segment(url, len(origin)):
+            raise UnsafeValue("expanded URL contains a '.' or '..' path segment")
         return url
 
 
@@ -465,6 +469,20 @@ def _clean_query(query: str) -> str:
     except UnicodeEncodeError:
         raw = query.encode("utf-8")
     return quote(raw, safe=_QUERY_SAFE)
+
+
+def _has_dot_segment(url: str, start: int) -> bool:
+    end = len(url)
+    for stop in ("?", "#"):
+        pos = url.find(stop, start)
+        if pos != -1:
+            end = min(end, pos)
+    segments = url[start:end].split("/")
+    return (
+        "." in segments
+        or ".." in segments
+        or any(unquote(seg) in (".", "..") for seg in segments if "%" in seg)
+    )
 
 
 def merge_query(url: str, request_query: str, template_keys: frozenset[str]) -> str:

@@ -172,3 +172,9 @@ def test_no_request_leaves_the_target_origin(prefix, body, query):
         assert ".." not in segments and "." not in segments
     else:
         assert decision.status in (200, 400, 405)
+
+
+@pytest.mark.parametrize("value", ["a/./b", "a/../b", "a/%2e%2e/b", "a/%2E/b", "..", "."])
+def test_dot_segments_never_leave_the_expander(value):
+    with pytest.raises(UnsafeValue):
+        TargetTemplate.compile("https://h.org/{+p}").expand({"p": value})
