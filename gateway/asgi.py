@@ -18,7 +18,8 @@ import httpx
 
 from .config import Config, load_config
 from .core import NOT_FOUND, Gateway
-from .decisions import Proxy, Redirect, Respond
+from .decisions import Proxy, ReadBody, Redirect, Respond
+from .kinds.base import text_response
 from .proxy import execute_proxy, make_client
 from .request import Request
 
@@ -142,6 +143,14 @@ class GatewayApp:
             else:
                 await _respond(send, NOT_FOUND, request.method)
             return
+        if type(outcome.decision) is ReadBody:
+            refusal = await _read_body(request, receive, outcome.decision.limit)
+            if refusal is not None:
+                gateway.count("body_too_large_total")
+                await _respond(send, refusal, request.method)
+                return
+            outcome = gateway.handle(request)
+            assert outcome is not None and type(outcome.decision) is not ReadBody
         decision, event = outcome.decision, outcome.event
         try:
             if type(decision) is Redirect:
@@ -166,6 +175,35 @@ class GatewayApp:
                 if event.duration_ms is None:
                     event.duration_ms = (time.perf_counter() - started) * 1000
                 gateway.record(event)
+                for extra in outcome.more:
+                    extra.duration_ms = event.duration_ms
+                    gateway.record(extra)
+
+
+async def _read_body(request: Request, receive: Any, limit: int) -> Respond | None:
+    """Read the request body into ``request.body``; a 413 answer when it exceeds ``limit``."""
+    too_large = text_response(413, f"request body larger than {limit} bytes")
+    declared = request.header("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return text_response(400, "bad Content-Length")
+        if int(declared) > limit:
+            return too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    request.body = b"".join(chunks)
+    return None
 
 
 async def _respond(send: Any, response: Respond, method: str) -> None:

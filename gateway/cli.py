@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(explain)
     explain.add_argument("url", help="e.g. https://get.acme.dev/tool/1.0/tool.tar.gz")
     explain.add_argument("--method", default="GET")
+
+    snippet = sub.add_parser("pixel-snippet", help="print the HTML <img> for a tracking pixel")
+    _config_arg(snippet)
+    snippet.add_argument("pixel_id", metavar="ID")
+    snippet.add_argument(
+        "--base-url", help="how browsers reach the gateway (default: [server] public_url)"
+    )
     return parser
 
 
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(config, args)
     if args.command == "check":
         return check(config)
+    if args.command == "pixel-snippet":
+        return pixel_snippet(config, args.pixel_id, args.base_url)
     return explain(config, args.url, args.method.upper())
 
 
@@ -160,6 +169,38 @@ def explain(config: Config, url: str, method: str) -> int:
     assert outcome is not None
     print(f"winner: {route.id}: {_why(route, tried)}")
     print(f"decision: {_describe_decision(outcome.decision)}")
+    return 0
+
+
+def pixel_snippet(config: Config, pixel_id: str, base_url: str | None) -> int:
+    import html
+
+    from .kinds.pixel import PixelRoute
+
+    pixel = config.pixels.get(pixel_id)
+    if pixel is None:
+        known = ", ".join(sorted(config.pixels)) or "none"
+        print(f"error: no pixel {pixel_id!r} in {config.path} (known: {known})", file=sys.stderr)
+        return 2
+    routes = [r for r in config.routes if isinstance(r, PixelRoute)]
+    if not routes:
+        print(f'error: {config.path} has no route with kind = "pixel"', file=sys.stderr)
+        return 2
+    route = sorted(routes, key=lambda r: bool(r.template and r.template.query))[0]
+    base = (
+        base_url
+        or config.server.public_url
+        or (f"https://{route.hosts[0]}" if route.hosts else None)
+    )
+    if not base:
+        print("error: pass --base-url or set [server] public_url", file=sys.stderr)
+        return 2
+    url = base.rstrip("/") + route.url_for(pixel.id)
+    print(
+        f'<img src="{html.escape(url)}" alt="" width="1" height="1" '
+        'referrerpolicy="no-referrer-when-downgrade" '
+        'style="position:absolute;width:1px;height:1px;border:0">'
+    )
     return 0
 
 

@@ -26,13 +26,15 @@ DEFAULT_DATA_DIR = Path("data")
 _SECTION_KEYS: dict[str, set[str]] = {
     "server": {
         "host", "port", "data_dir", "database", "key_file", "trusted_proxies", "access_log",
-        "health_path", "metrics_path",
+        "health_path", "metrics_path", "public_url",
     },
     "events": {"queue_size", "batch_size", "flush_interval", "shutdown_timeout"},
     "upstream": {"connect_timeout", "read_timeout", "write_timeout", "pool_timeout",
                  "max_connections", "verify_tls"},
 }  # fmt: skip
-_TOP_KEYS = {"server", "events", "upstream", "routes"}
+_TOP_KEYS = {"server", "events", "upstream", "routes", "pixels"}
+PIXEL_VALUES = ("low", "medium", "high")
+_PIXEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class SourceLocator:
@@ -59,6 +61,17 @@ class SourceLocator:
                 return n + 1
         return start
 
+    def header_line(self, header: str) -> int | None:
+        """Line of a ``[a.b]`` table header, comparing names without quotes."""
+        want = header.replace('"', "")
+        for n, line in enumerate(self.lines):
+            stripped = line.strip()
+            if stripped.startswith("[") and not stripped.startswith("[["):
+                name = stripped.split("]")[0].strip("[ ").replace('"', "")
+                if name == want:
+                    return n + 1
+        return None
+
     def section_key_line(self, section: str, key: str) -> int | None:
         in_section = False
         for n, line in enumerate(self.lines):
@@ -73,12 +86,20 @@ class SourceLocator:
 class RouteTable:
     """One ``[[routes]]`` table with typed accessors that fail with a located error."""
 
-    def __init__(self, data: dict[str, Any], index: int, path: str, locator: SourceLocator):
+    def __init__(
+        self,
+        data: dict[str, Any],
+        index: int,
+        path: str,
+        locator: SourceLocator,
+        shared: dict[str, Any] | None = None,
+    ):
         self.data = data
         self.index = index
         self.path = path
         self.locator = locator
         self.line = locator.route_line(index)
+        self.shared = shared or {}  # top-level sections kinds may use (e.g. pixels)
 
     @property
     def label(self) -> str:
@@ -173,6 +194,7 @@ class ServerSettings:
     access_log: bool = False
     health_path: str = "/healthz"
     metrics_path: str = "/metrics"
+    public_url: str | None = None  # how users reach this gateway (snippets, docs)
 
     @property
     def database_path(self) -> Path:
@@ -201,6 +223,15 @@ class UpstreamSettings:
     verify_tls: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Pixel:
+    id: str
+    name: str
+    value: str  # low | medium | high
+    package: str | None
+    line: int | None
+
+
 @dataclass
 class Config:
     path: str
@@ -208,6 +239,7 @@ class Config:
     events: EventSettings = field(default_factory=EventSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     routes: list[Any] = field(default_factory=list)  # compiled routes (gateway.kinds.base.Route)
+    pixels: dict[str, Pixel] = field(default_factory=dict)
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
@@ -254,10 +286,43 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(path, _top_line(text, "routes"), "'routes' must be [[routes]] tables")
     from .kinds import build_routes  # late import: kinds depend on config helpers
 
+    config.pixels = _pixels(data.get("pixels", {}), path, locator)
+    shared = {"pixels": config.pixels}
     config.routes = build_routes(
-        [RouteTable(r, i, path, locator) for i, r in enumerate(routes)], path
+        [RouteTable(r, i, path, locator, shared) for i, r in enumerate(routes)], path
     )
     return config
+
+
+def _pixels(values: Any, path: str, locator: SourceLocator) -> dict[str, Pixel]:
+    """``[pixels.<id>]`` tables: name, value class and package of each tracking pixel."""
+    if not isinstance(values, dict):
+        raise ConfigError(path, locator.header_line("pixels"), "[pixels] must be a table")
+    pixels: dict[str, Pixel] = {}
+    for pixel_id, spec in values.items():
+        line = locator.header_line(f"pixels.{pixel_id}") or locator.header_line("pixels")
+
+        def fail(problem: str, pid: str = pixel_id, at: int | None = line) -> ConfigError:
+            return ConfigError(path, at, f"pixel {pid!r}: {problem}")
+
+        if not _PIXEL_ID.fullmatch(pixel_id):
+            raise fail("ids are letters, digits, '.', '_' and '-' (at most 64)")
+        if not isinstance(spec, dict):
+            raise fail("must be a table with name, value and package")
+        for key in spec:
+            if key not in ("name", "value", "package"):
+                hint = difflib.get_close_matches(key, ("name", "value", "package"), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise fail(f"unknown key {key!r}{extra}")
+        value = spec.get("value")
+        if value not in PIXEL_VALUES:
+            raise fail(f"value must be one of {', '.join(PIXEL_VALUES)}")
+        name = spec.get("name", pixel_id)
+        package = spec.get("package")
+        if not isinstance(name, str) or not (package is None or isinstance(package, str)):
+            raise fail("name and package must be strings")
+        pixels[pixel_id] = Pixel(pixel_id, name, value, package, line)
+    return pixels
 
 
 def _top_line(text: str, key: str) -> int | None:
@@ -311,7 +376,11 @@ def _server(values: Any, path: str, locator: SourceLocator) -> ServerSettings:
         return ConfigError(path, locator.section_key_line("server", key), f"[server] {problem}")
 
     for key, value in values.items():
-        if key in ("host", "health_path", "metrics_path"):
+        if key == "public_url":
+            if not isinstance(value, str) or not re.match(r"^https?://[^/]+", value):
+                raise fail(key, "public_url must be an http(s) URL such as https://get.acme.dev")
+            s.public_url = value.rstrip("/")
+        elif key in ("host", "health_path", "metrics_path"):
             if not isinstance(value, str):
                 raise fail(key, f"{key} must be a string")
             if key.endswith("_path") and value and not value.startswith("/"):

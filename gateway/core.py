@@ -44,6 +44,10 @@ class Outcome:
     decision: Decision
     event: Event | None = None
     route: Route | None = None
+    more: tuple[Event, ...] = ()  # further events of the same request (telemetry batches)
+
+    def events(self) -> tuple[Event, ...]:
+        return self.more if self.event is None else (self.event, *self.more)
 
 
 class Gateway:
@@ -132,7 +136,7 @@ class Gateway:
                 if request.method not in route.methods:
                     self.metrics.inc("method_not_allowed_total")
                     return Outcome(method_not_allowed(route), None, route)
-                event = route.make_event(request, values, decision)
+                event = route.make_event(request, values, decision, self)
             else:
                 found = self.router.match(host, request.path, request.query)
                 if found is None:
@@ -147,16 +151,23 @@ class Gateway:
                     if len(self._decisions) >= DECISION_CACHE_SIZE:
                         self._decisions.clear()
                     self._decisions[key] = (route, values, decision)
-                    event = route.make_event(request, values, decision)
+                    event = route.make_event(request, values, decision, self)
                 else:
                     decision, event = route.handle(request, values, self)
         except UnsafeValue as exc:
             self.metrics.inc("refused_total")
             log.warning("refused %s %s: %s", request.method, request.path[:200], exc)
             return Outcome(Respond(400, f"bad request: {exc}\n".encode(), _TEXT))
+        if type(event) is list:
+            for each in event:
+                self.annotate(each, request)
+            return Outcome(decision, event[0] if event else None, route, tuple(event[1:]))
         if event is not None:
             self.annotate(event, request)
         return Outcome(decision, event, route)
+
+    def count(self, name: str) -> None:
+        self.metrics.inc(name)
 
     def annotate(self, event: Event, request: Request) -> None:
         """Copy what the event needs from the request: agent, referer, DNT, client address."""

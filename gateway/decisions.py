@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Redirect:
     """Answer with a redirect to ``url``."""
 
@@ -28,7 +28,7 @@ class Proxy:
     follow_redirects: bool = True
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Respond:
     """Answer directly with a fixed status, headers and body."""
 
@@ -37,4 +37,12 @@ class Respond:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-Decision = Redirect | Proxy | Respond
+@dataclass(slots=True)
+class ReadBody:
+    """The route needs the request body (at most ``limit`` bytes): the adapter reads it
+    into ``Request.body`` and calls :meth:`Gateway.handle` again.  Larger bodies get 413."""
+
+    limit: int
+
+
+Decision = Redirect | Proxy | Respond | ReadBody

@@ -21,6 +21,7 @@ class Request:
     headers: list[tuple[str, str]]
     client_ip: str | None
     scheme: str = "http"
+    body: bytes | None = None  # only read when a route asks for it (ReadBody)
 
     def header(self, name: str) -> str | None:
         """First value of a (lower-case) header name."""

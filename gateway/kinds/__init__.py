@@ -11,7 +11,10 @@ from ..config import RouteTable
 from ..errors import ConfigError
 from .base import Route, read_hosts
 from .file import FileKind
+from .link import LinkKind
+from .pixel import PixelKind
 from .prefix import PrefixKind
+from .telemetry import TelemetryKind
 
 __all__ = ["KINDS", "RouteKind", "Route", "build_routes", "register_kind"]
 
@@ -31,7 +34,7 @@ def register_kind(kind: RouteKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (FileKind(), PrefixKind()):
+for _kind in (FileKind(), PrefixKind(), PixelKind(), LinkKind(), TelemetryKind()):
     register_kind(_kind)
 
 

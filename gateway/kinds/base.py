@@ -15,6 +15,7 @@ from ..config import RouteTable
 from ..decisions import Decision, Respond
 from ..events import Event
 from ..request import Request, normalize_host
+from ..templates import PathTemplate, TemplateError
 
 COMMON_KEYS = frozenset({"id", "kind", "host", "package", "event"})
 
@@ -23,6 +24,13 @@ class RouteContext(Protocol):
     """What a handler may ask of the core while handling a request."""
 
     def referer_domain(self, request: Request) -> str: ...
+
+    def count(self, name: str) -> None:
+        """Increment a counter exposed at the metrics endpoint."""
+        ...
+
+
+Events = Event | list[Event] | None
 
 
 @dataclass(eq=False)
@@ -77,16 +85,16 @@ class Route:
         raise NotImplementedError
 
     def make_event(
-        self, request: Request, values: dict[str, str], decision: Decision
+        self, request: Request, values: dict[str, str], decision: Decision, ctx: RouteContext
     ) -> Event | None:
         raise NotImplementedError
 
     def handle(
         self, request: Request, values: dict[str, str], ctx: RouteContext
-    ) -> tuple[Decision, Event | None]:
-        """Decision plus event; kinds with request-dependent answers override this."""
+    ) -> tuple[Decision, Events]:
+        """Decision plus event(s); kinds with request-dependent answers override this."""
         decision = self.decide(request, values, ctx)
-        return decision, self.make_event(request, values, decision)
+        return decision, self.make_event(request, values, decision, ctx)
 
     # ---- presentation ----------------------------------------------------------
     def pattern(self) -> str:
@@ -120,6 +128,54 @@ class Route:
             vars=values,
             status=status,
         )
+
+
+class TemplatePlacement:
+    """Placement and matching for routes whose incoming side is one ``PathTemplate``."""
+
+    template: PathTemplate | None
+
+    def _t(self) -> PathTemplate:
+        assert self.template is not None
+        return self.template
+
+    def leading_literals(self) -> tuple[str, ...]:
+        return self._t().leading_literals()
+
+    def ranks(self) -> tuple[int, ...]:
+        return self._t().ranks()
+
+    def query_conditions(self) -> int:
+        return len(self._t().query)
+
+    def literal_chars(self) -> int:
+        return self._t().literal_chars
+
+    def identity(self) -> tuple:
+        t = self._t()
+        return (t.regex.pattern, tuple(sorted((q.key, q.pattern.pattern) for q in t.query)))
+
+    def pattern(self) -> str:
+        return self._t().source
+
+    def match(self, norm_path: str, query: str) -> dict[str, str] | None:
+        return self._t().match(norm_path, query)
+
+
+def compile_path(table: RouteTable, default: str | None = None) -> PathTemplate:
+    """The route's ``path`` template, or a located configuration error."""
+    source = table.str("path", default, required=default is None)
+    assert source is not None
+    try:
+        return PathTemplate.compile(source)
+    except TemplateError as exc:
+        raise table.error("path", f"bad path template: {exc}") from None
+
+
+def text_response(status: int, message: str, *headers: tuple[str, str]) -> Respond:
+    return Respond(
+        status, f"{message}\n".encode(), (("content-type", "text/plain; charset=utf-8"), *headers)
+    )
 
 
 def method_not_allowed(route: Route) -> Respond:

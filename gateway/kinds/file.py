@@ -13,7 +13,7 @@ from ..decisions import Decision, Proxy, Redirect, Respond
 from ..events import Event
 from ..request import Request
 from ..templates import PathTemplate, TargetTemplate, TemplateError
-from .base import COMMON_KEYS, Route, RouteContext
+from .base import COMMON_KEYS, Route, RouteContext, TemplatePlacement, compile_path
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 BUILTIN_VARIABLES = frozenset({"referer_domain"})
@@ -52,7 +52,9 @@ class TargetRoute(Route):
             return Proxy(url, self.upstream_headers, self.follow_redirects)
         return Redirect(url, self.status)
 
-    def make_event(self, request: Request, values: dict, decision: Decision) -> Event:
+    def make_event(
+        self, request: Request, values: dict, decision: Decision, ctx: RouteContext
+    ) -> Event:
         if type(decision) is Redirect:
             event = self.event(request, decision.status, values)
             event.upstream = decision.url
@@ -65,41 +67,9 @@ class TargetRoute(Route):
 
 
 @dataclass(eq=False)
-class FileRoute(TargetRoute):
+class FileRoute(TemplatePlacement, TargetRoute):
     kind = "file"
     template: PathTemplate | None = None
-
-    def leading_literals(self) -> tuple[str, ...]:
-        assert self.template is not None
-        return self.template.leading_literals()
-
-    def ranks(self) -> tuple[int, ...]:
-        assert self.template is not None
-        return self.template.ranks()
-
-    def query_conditions(self) -> int:
-        assert self.template is not None
-        return len(self.template.query)
-
-    def literal_chars(self) -> int:
-        assert self.template is not None
-        return self.template.literal_chars
-
-    def identity(self) -> tuple:
-        assert self.template is not None
-        t = self.template
-        return (
-            t.regex.pattern,
-            tuple(sorted((q.key, q.pattern.pattern) for q in t.query)),
-        )
-
-    def pattern(self) -> str:
-        assert self.template is not None
-        return self.template.source
-
-    def match(self, norm_path: str, query: str) -> dict[str, str] | None:
-        assert self.template is not None
-        return self.template.match(norm_path, query)
 
 
 TARGET_KEYS = frozenset(
@@ -155,12 +125,7 @@ class FileKind:
     default_event = "download"
 
     def build(self, table: RouteTable, common: dict) -> Route:
-        path = table.str("path", required=True)
-        assert path is not None
-        try:
-            template = PathTemplate.compile(path)
-        except TemplateError as exc:
-            raise table.error("path", f"bad path template: {exc}") from None
+        template = compile_path(table)
         reserved = BUILTIN_VARIABLES & set(template.variables)
         if reserved:
             raise table.error("path", f"{{{reserved.pop()}}} is a built-in variable name")

@@ -15,7 +15,7 @@ from ..decisions import Decision
 from ..events import Event
 from ..request import Request
 from ..templates import TargetTemplate, check_rest_value, normalize_raw_path
-from .base import COMMON_KEYS, Route
+from .base import COMMON_KEYS, Route, RouteContext
 from .file import TARGET_KEYS, TargetRoute, read_target
 
 
@@ -52,8 +52,10 @@ class PrefixRoute(TargetRoute):
             check_rest_value(rest, value)
         return {"path": rest}
 
-    def make_event(self, request: Request, values: dict[str, str], decision: Decision) -> Event:
-        event = super().make_event(request, values, decision)
+    def make_event(
+        self, request: Request, values: dict[str, str], decision: Decision, ctx: RouteContext
+    ) -> Event:
+        event = super().make_event(request, values, decision, ctx)
         event.vars = {"path": unquote(values["path"])}
         return event
 
