@@ -18,7 +18,7 @@ import httpx
 
 from .config import Config, load_config
 from .core import NOT_FOUND, Gateway
-from .decisions import Proxy, ReadBody, Redirect, Respond
+from .decisions import Deferred, Proxy, ReadBody, Redirect, Respond
 from .kinds.base import text_response
 from .proxy import execute_proxy, make_client
 from .request import Request
@@ -153,6 +153,8 @@ class GatewayApp:
             assert outcome is not None and type(outcome.decision) is not ReadBody
         decision, event = outcome.decision, outcome.event
         try:
+            if type(decision) is Deferred:
+                decision = await decision.resolve(self.client)
             if type(decision) is Redirect:
                 await send(
                     {

@@ -5,7 +5,9 @@ Decisions are plain data so that the same core serves every adapter unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True, frozen=True)
@@ -45,4 +47,13 @@ class ReadBody:
     limit: int
 
 
-Decision = Redirect | Proxy | Respond | ReadBody
+@dataclass(slots=True)
+class Deferred:
+    """Work that needs the upstream before the answer is known (e.g. rewriting an index
+    page).  The adapter awaits ``resolve(client)`` with its shared ``httpx.AsyncClient``
+    and executes the final decision it returns (never another ``Deferred``)."""
+
+    resolve: Callable[[Any], Awaitable[Redirect | Proxy | Respond]]
+
+
+Decision = Redirect | Proxy | Respond | ReadBody | Deferred

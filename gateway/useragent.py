@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 
@@ -53,3 +54,38 @@ def classify(user_agent: str | None) -> tuple[str, str | None]:
             version = m.group(m.lastindex) if m.lastindex else None
             return (kind, version or None)
     return ("unknown", None)
+
+
+def installer_details(user_agent: str | None) -> dict[str, object]:
+    """What pip (and uv, which mimics it) reports in its user agent's JSON part.
+
+    ``pip/24.0 {"ci":null,"cpu":"x86_64","implementation":{"name":"CPython",...},...}``
+    → installer, Python, OS, CPU and the CI flag (``true`` when pip saw a CI environment).
+    """
+    if not user_agent or "{" not in user_agent:
+        return {}
+    _, _, raw = user_agent.partition(" ")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, object] = {}
+    installer = data.get("installer") or {}
+    if isinstance(installer, dict):
+        out["installer"] = installer.get("name")
+        out["installer_version"] = installer.get("version")
+    implementation = data.get("implementation") or {}
+    if isinstance(implementation, dict):
+        out["implementation"] = implementation.get("name")
+    out["python"] = data.get("python")
+    system = data.get("system") or {}
+    if isinstance(system, dict):
+        out["os"] = system.get("name")
+    distro = data.get("distro") or {}
+    if isinstance(distro, dict) and distro.get("name"):
+        out["distro"] = f"{distro.get('name')} {distro.get('version') or ''}".strip()
+    out["cpu"] = data.get("cpu")
+    out["ci"] = data.get("ci") is True
+    return {k: v for k, v in out.items() if v is not None and not isinstance(v, (dict, list))}

@@ -14,6 +14,7 @@ from .file import FileKind
 from .link import LinkKind
 from .pixel import PixelKind
 from .prefix import PrefixKind
+from .pypi import PypiKind
 from .telemetry import TelemetryKind
 
 __all__ = ["KINDS", "RouteKind", "Route", "build_routes", "register_kind"]
@@ -34,7 +35,7 @@ def register_kind(kind: RouteKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (FileKind(), PrefixKind(), PixelKind(), LinkKind(), TelemetryKind()):
+for _kind in (FileKind(), PrefixKind(), PixelKind(), LinkKind(), TelemetryKind(), PypiKind()):
     register_kind(_kind)
 
 
