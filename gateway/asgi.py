@@ -210,7 +210,8 @@ async def _read_body(request: Request, receive: Any, limit: int) -> Respond | No
 
 async def _respond(send: Any, response: Respond, method: str) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-    headers.append((b"content-length", str(len(response.body)).encode()))
+    if not any(k == b"content-length" for k, _ in headers):
+        headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else response.body})
 

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from .base import Route, read_hosts
 from .file import FileKind
 from .link import LinkKind
+from .oci import OciKind
 from .pixel import PixelKind
 from .prefix import PrefixKind
 from .pypi import PypiKind
@@ -35,7 +36,15 @@ def register_kind(kind: RouteKind) -> None:
     KINDS[kind.name] = kind
 
 
-for _kind in (FileKind(), PrefixKind(), PixelKind(), LinkKind(), TelemetryKind(), PypiKind()):
+for _kind in (
+    FileKind(),
+    PrefixKind(),
+    PixelKind(),
+    LinkKind(),
+    TelemetryKind(),
+    PypiKind(),
+    OciKind(),
+):
     register_kind(_kind)
 
 
