@@ -19,6 +19,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("buildkit", r"buildkit/v?(\S+)"),
         ("skopeo", r"skopeo/(\S+)"),
         ("podman", r"(?:^|\s)(?:libpod|podman)/(\S+)"),
+        # podman (and buildah, CRI-O) pull with containers/image's own agent string
+        ("podman", r"^containers/(\S+) \(github\.com/containers/image\)"),
         ("containerd", r"containerd/v?(\S+)"),
         ("cri-o", r"cri-o/(\S+)"),
         ("docker", r"^docker/(\S+)"),

@@ -381,3 +381,29 @@ def test_basic_auth_passes_through(start_gateway, registries, home, tmp_path):
         assert anon.returncode != 0
     finally:
         reg.stop()
+
+
+def test_podman_pull(start_gateway, registries, tmp_path):
+    podman = shutil.which("podman")
+    assert podman, "tests/run.sh installs Debian's podman"
+    gw = start_gateway(config(registries["b"].address))
+    import subprocess
+    import tempfile
+
+    from servers import clean_env
+
+    store = tmp_path / "podman"
+    run = Path(tempfile.mkdtemp(prefix="gp-pod-"))  # podman wants a short runroot
+    base = [podman, "--root", str(store / "root"), "--runroot", str(run), "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "file"]  # fmt: skip
+    (tmp_path / "auth.json").write_text('{"auths": {}}')
+    env = clean_env(HOME=str(tmp_path), REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"))
+    result = subprocess.run([*base, "pull", "--tls-verify=false", f"127.0.0.1:{gw.port}/acme/hello:1.0"],
+                            capture_output=True, text=True, env=env, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    digest = subprocess.run([*base, "image", "inspect", "--format", "{{.Digest}}", f"127.0.0.1:{gw.port}/acme/hello:1.0"],
+                            capture_output=True, text=True, env=env, timeout=60).stdout.strip()  # fmt: skip
+    assert digest == registries["digest"]
+    shutil.rmtree(run, ignore_errors=True)
+    rows = gw.wait_rows(1, where="type = 'pull'")
+    assert rows[-1]["client_kind"] == "podman"
