@@ -19,6 +19,27 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q -e '.[test]'
+
+# mitmproxy gets its own virtualenv: current releases need Python >= 3.12, and its
+# pinned dependencies must not change the versions the gateway is tested with.
+find_mitm_python() {
+    for cand in python3.13 python3.12; do
+        if "$cand" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then
+            echo "$cand"; return
+        fi
+    done
+    if command -v pyenv >/dev/null 2>&1; then
+        for dir in "$(pyenv root)"/versions/3.13* "$(pyenv root)"/versions/3.12*; do
+            if [ -x "$dir/bin/python3" ]; then echo "$dir/bin/python3"; return; fi
+        done
+    fi
+    echo "$PYTHON"
+}
+if ! .venv-mitm/bin/python -c 'import mitmproxy, gateway' >/dev/null 2>&1; then
+    rm -rf .venv-mitm
+    "$(find_mitm_python)" -m venv .venv-mitm
+    .venv-mitm/bin/python -m pip install -q -e '.[mitmproxy]'
+fi
 "$PYTHON" -m ruff check gateway tests bench addons
 "$PYTHON" -m ruff format --check gateway tests bench addons
 exec "$PYTHON" -m pytest -q "$@"

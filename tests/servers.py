@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -65,11 +66,32 @@ class Upstream:
         self.proc.wait()
 
 
+def mitmdump_path() -> str:
+    """mitmdump from the venv tests/run.sh prepares (mitmproxy ≥ 11.1 needs Python ≥ 3.12)."""
+    for candidate in (
+        os.environ.get("GATEPOST_MITMDUMP"),
+        str(ROOT / ".venv-mitm" / "bin" / "mitmdump"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("mitmdump")
+    if found is None:
+        raise RuntimeError("mitmdump not found: run tests/run.sh, which creates .venv-mitm")
+    return found
+
+
 class GatewayProcess:
-    """``python -m gateway serve`` on a free port with its own config and database."""
+    """The gateway on a free port with its own config and database: ``python -m gateway
+    serve`` (adapter "asgi") or mitmdump with the addon (adapter "mitmproxy")."""
 
     def __init__(
-        self, workdir: Path, config_text: str, *, extra_args: tuple[str, ...] = (), **env: str
+        self,
+        workdir: Path,
+        config_text: str,
+        *,
+        extra_args: tuple[str, ...] = (),
+        adapter: str = "asgi",
+        **env: str,
     ) -> None:
         self.workdir = workdir
         self.config = workdir / "routes.toml"
@@ -78,22 +100,23 @@ class GatewayProcess:
         self.port = free_port()
         self.log = workdir / "gateway.log"
         self._log_fh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(self.config),
-                "--db",
-                str(self.db),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
+        if adapter == "mitmproxy":
+            command = [
+                mitmdump_path(), "--mode", f"reverse:http://127.0.0.1:{free_port()}",
+                "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+                "-s", str(ROOT / "addons" / "gatepost.py"), "-q",
+                "--set", f"gatepost_config={self.config}", "--set", f"gatepost_db={self.db}",
                 *extra_args,
-            ],  # fmt: skip
+            ]  # fmt: skip
+        else:
+            command = [
+                sys.executable, "-m", "gateway", "serve", "--config", str(self.config),
+                "--db", str(self.db), "--host", "127.0.0.1", "--port", str(self.port),
+                *extra_args,
+            ]  # fmt: skip
+        self.adapter = adapter
+        self.proc = subprocess.Popen(
+            command,
             cwd=workdir,
             env=clean_env(GATEPOST_KEY="test-key", **env),
             stdout=self._log_fh,

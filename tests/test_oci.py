@@ -407,3 +407,15 @@ def test_podman_pull(start_gateway, registries, tmp_path):
     shutil.rmtree(run, ignore_errors=True)
     rows = gw.wait_rows(1, where="type = 'pull'")
     assert rows[-1]["client_kind"] == "podman"
+
+
+def test_pull_through_mitmproxy_addon(start_gateway, registries, home, tmp_path):
+    gw = start_gateway(config(registries["b"].address), adapter="mitmproxy")
+    assert pull(home, gw, "acme/hello:1.0", tmp_path / "mitm") == registries["digest"]
+    assert (
+        pull(home, gw, "acme/hello:multi", tmp_path / "mitm-multi", "--all")
+        == registries["index_digest"]
+    )
+    rows = gw.wait_rows(1, where="type = 'pull'")
+    assert {r["adapter"] for r in rows} == {"mitmproxy"}
+    assert json.loads(rows[0]["data"])["digest"] == registries["digest"]
