@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("url", help="e.g. https://get.acme.dev/tool/1.0/tool.tar.gz")
     explain.add_argument("--method", default="GET")
 
+    from scorer.cli import add_commands
+
+    add_commands(sub, _config_arg)
+
     snippet = sub.add_parser("pixel-snippet", help="print the HTML <img> for a tracking pixel")
     _config_arg(snippet)
     snippet.add_argument("pixel_id", metavar="ID")
@@ -67,6 +71,14 @@ def _env_int(name: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `gateway score --json | head`
+        sys.stderr.close()
+        return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(json_lines=args.log_json, level=args.log_level.upper())
@@ -79,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(config, args)
     if args.command == "check":
         return check(config)
+    if args.command in ("score", "export"):
+        from scorer.cli import run_command
+
+        return run_command(args, config.server.database_path)
     if args.command == "pixel-snippet":
         return pixel_snippet(config, args.pixel_id, args.base_url)
     return explain(config, args.url, args.method.upper())

@@ -1,0 +1,338 @@
+"""From aggregates to insight: points, journey stage and timeline, levels, churn, flags.
+
+Everything is evaluated relative to one instant (``as_of``), so the same aggregates and
+the same ``as_of`` give the same result.  Stage criteria use human activity only:
+automated traffic (CI, mirrors, bots, bursts) stays visible in counts and flags but can
+never promote an organisation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from .aggregate import UNATTRIBUTED
+from .enrich import confidence_label
+from .rules import Rules
+
+STAGES = ("Interest", "Investigation", "Experimentation", "Ongoing Usage")
+INACTIVE = "Inactive"
+STAGE_RANK = {"Interest": 1, "Investigation": 2, "Experimentation": 3, "Ongoing Usage": 4, INACTIVE: 0}
+LEVELS = ("none", "good", "better", "best")
+
+
+def day_index(day: str) -> int:
+    return dt.date.fromisoformat(day).toordinal()
+
+
+def day_text(index: int) -> str:
+    return dt.date.fromordinal(index).isoformat()
+
+
+@dataclass
+class Day:
+    """Human activity on one day (automated events are kept apart)."""
+
+    downloads: int = 0
+    docs: int = 0
+    website: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    telemetry: int = 0
+    links: int = 0
+    maintenance: int = 0
+    points: float = 0.0
+
+    @property
+    def page_views(self) -> int:
+        return self.docs + sum(self.website.values())
+
+    @property
+    def any(self) -> bool:
+        return bool(self.downloads or self.page_views or self.telemetry or self.links)
+
+
+@dataclass
+class OrgData:
+    key: str
+    name: str
+    type: str
+    domain: str | None
+    confidence: float
+    source: str
+    days: dict[int, Day] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    automated: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    channels: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    packages: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def load_orgs(db: sqlite3.Connection, rules: Rules, as_of_day: int) -> dict[str, OrgData]:
+    orgs: dict[str, OrgData] = {}
+    for key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
+        orgs[key] = OrgData(key, name, kind, domain, confidence or 0.0, source)
+    factor = float(rules["automation"]["factor"])
+    rows = db.execute(
+        "SELECT org_key, day, package, signal, value_class, channel, automation, events, maintenance "
+        "FROM org_day WHERE day <= ? AND org_key != ? ORDER BY org_key, day",
+        (day_text(as_of_day), UNATTRIBUTED),
+    )
+    for key, day, package, signal, value_class, channel, automation, events, maintenance in rows:
+        org = orgs.get(key)
+        if org is None:
+            continue
+        d = org.days.setdefault(day_index(day), Day())
+        kind = {"download": "download", "docs": "page_view", "website": "page_view"}.get(signal, signal)
+        weight = factor if automation else 1.0
+        d.points += rules.points(kind, value_class) * events * weight
+        org.totals[signal] += events
+        if signal == "download":
+            org.channels[channel] += events
+            if package:
+                org.packages[package]
+        if automation:
+            org.automated[automation] += events
+            continue
+        if signal == "download":
+            d.downloads += events
+        elif signal == "docs":
+            d.docs += events
+            d.maintenance += maintenance
+        elif signal == "website":
+            d.website[value_class or "low"] += events
+        elif signal == "telemetry":
+            d.telemetry += events
+        elif signal == "link_click":
+            d.links += events
+    return orgs
+
+
+class Windows:
+    """Sums over days relative to an instant, for one organisation."""
+
+    def __init__(self, days: dict[int, Day]) -> None:
+        self.days = days
+        self.active = sorted(i for i, d in days.items() if d.any)
+
+    def span(self, t: int, length: int) -> list[Day]:
+        return [self.days[i] for i in self.active if t - length < i <= t]
+
+    def count(self, t: int, length: int, attr: str) -> int:
+        return sum(getattr(d, attr) for d in self.span(t, length))
+
+    def first(self, t: int) -> int | None:
+        return self.active[0] if self.active and self.active[0] <= t else None
+
+    def last(self, t: int) -> int | None:
+        before = [i for i in self.active if i <= t]
+        return before[-1] if before else None
+
+    def total(self, t: int, attr: str) -> int:
+        return sum(getattr(self.days[i], attr) for i in self.active if i <= t)
+
+
+def normal_stage(w: Windows, t: int, rules: Rules) -> str | None:
+    first, last = w.first(t), w.last(t)
+    if first is None or last is None:
+        return None
+    st = rules["stages"]
+    usage_total = w.total(t, "downloads") + w.total(t, "telemetry")
+    if last - first >= st["ongoing_span_days"] and t - last < 90 and usage_total >= 1:
+        return "Ongoing Usage"
+    dl30, pv30 = w.count(t, 30, "downloads"), w.count(t, 30, "page_views")
+    dl60, pv60 = w.count(t, 60, "downloads"), w.count(t, 60, "page_views")
+    if (dl30 >= st["experimentation_downloads"] and pv30 >= 1) or (dl60 >= 1 and pv60 >= 2):
+        return "Experimentation"
+    if t - last < 30:
+        if w.total(t, "downloads") >= 1 and w.total(t, "page_views") >= 1:
+            return "Investigation"
+        weeks = {dt.date.fromordinal(i).isocalendar()[:2] for i in w.active if i <= t and w.days[i].page_views}
+        ordinals = sorted(dt.date.fromisocalendar(y, wk, 1).toordinal() for y, wk in weeks)
+        if any(b - a == 7 for a, b in zip(ordinals, ordinals[1:], strict=False)):
+            return "Investigation"
+    return "Interest"
+
+
+def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]]:
+    """(stage, day entered) transitions up to ``as_of``, evaluated where anything can change."""
+    inactive_days = int(rules["stages"]["inactive_days"])
+    checkpoints: set[int] = set()
+    for i in w.active:
+        for offset in (0, 30, 60, 90, inactive_days):
+            if i + offset <= as_of:
+                checkpoints.add(i + offset)
+    timeline: list[tuple[str, int]] = []
+    best_before_inactive: str | None = None
+    current: str | None = None
+    reached = 0
+    for t in sorted(checkpoints):
+        stage = normal_stage(w, t, rules)
+        if stage is None:
+            continue
+        last = w.last(t)
+        if reached >= STAGE_RANK["Investigation"] and last is not None and t - last >= inactive_days:
+            if current != INACTIVE:
+                best_before_inactive = current
+            stage = INACTIVE
+        elif current == INACTIVE and best_before_inactive and STAGE_RANK[stage] < STAGE_RANK[best_before_inactive]:
+            stage = best_before_inactive  # back to where it was when activity resumes
+        if stage != INACTIVE:
+            reached = max(reached, STAGE_RANK[stage])
+        if stage != current:
+            timeline.append((stage, t))
+            current = stage
+    return timeline
+
+
+def capped_points(days: dict[int, Day], t: int, rules: Rules, start: int | None = None) -> float:
+    daily, monthly = float(rules["caps"]["daily"]), float(rules["caps"]["monthly"])
+    months: dict[str, float] = defaultdict(float)
+    for i, d in days.items():
+        if i <= t and (start is None or i > start):
+            months[day_text(i)[:7]] += min(daily, d.points)
+    return round(sum(min(monthly, v) for v in months.values()), 2)
+
+
+def level(*conditions: bool) -> str:
+    result = "none"
+    for name, ok in zip(LEVELS[1:], conditions, strict=True):
+        if not ok:
+            break
+        result = name
+    return result
+
+
+def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) -> dict[str, Any]:
+    w = Windows(org.days)
+    timeline = stage_timeline(w, as_of, rules)
+    stage, since = timeline[-1] if timeline else ("Interest", w.first(as_of) or as_of)
+    cutoff30, cutoff90 = day_text(as_of - 29), day_text(as_of - 89)
+    as_of_text = day_text(as_of)
+    src = db.execute(
+        "SELECT count(DISTINCT endpoint_id), count(DISTINCT origin_id) FROM org_source "
+        "WHERE org_key = ? AND day BETWEEN ? AND ?",
+        (org.key, cutoff30, as_of_text),
+    ).fetchone()
+    sources_by_signal = dict(
+        db.execute(
+            "SELECT signal, count(DISTINCT endpoint_id) FROM org_source WHERE org_key = ? "
+            "AND day BETWEEN ? AND ? AND automation = '' GROUP BY signal",
+            (org.key, cutoff90, as_of_text),
+        ).fetchall()
+    )
+    versions = db.execute(
+        "SELECT package, version, channel, first_ts, last_ts, downloads, human FROM org_version "
+        "WHERE org_key = ? AND substr(first_ts, 1, 10) <= ? ORDER BY first_ts",
+        (org.key, as_of_text),
+    ).fetchall()
+    by_package: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for package, version, _channel, first_ts, last_ts, _n, human in versions:
+        if human:
+            by_package[package].append((first_ts, version, last_ts))
+    upgraded = {}
+    for package, seen in by_package.items():
+        parsed = [(f, _version(v)) for f, v, _ in sorted(seen)]
+        parsed = [(f, v) for f, v in parsed if v is not None]
+        upgraded[package] = any(later > earlier for i, (_, earlier) in enumerate(parsed) for _, later in parsed[i + 1 :])
+    vulnerable_rules = rules.vulnerable()
+    exposure = sorted(
+        {f"{p}=={v}" for p, v, _c, _f, last_ts, _n, _h in versions
+         if p in vulnerable_rules and last_ts[:10] >= cutoff90 and _version(v) is not None
+         and vulnerable_rules[p].contains(str(_version(v)), prereleases=True)}
+    )  # fmt: skip
+    burst_max = db.execute(
+        "SELECT coalesce(max(n), 0) FROM burst WHERE org_key = ? AND substr(minute, 1, 10) <= ?",
+        (org.key, as_of_text),
+    ).fetchone()[0]
+    # levels per signal
+    dl7, dl30 = w.count(as_of, 7, "downloads"), w.count(as_of, 30, "downloads")
+    dl90 = w.count(as_of, 90, "downloads")
+    versions90 = {v for p, v, _c, f, last, _n, h in versions if h and last[:10] >= cutoff90}
+    docs_days = [i for i in w.active if i <= as_of and w.days[i].docs]
+    docs_span = (docs_days[-1] - docs_days[0]) if docs_days else 0
+    docs_sources = sources_by_signal.get("docs", 0)
+    maint = w.count(as_of, 90, "maintenance")
+    web7 = sum(sum(d.website.values()) for d in w.span(as_of, 7))
+    web30 = [d.website for d in w.span(as_of, 30)]
+    web30_total = sum(sum(x.values()) for x in web30)
+    web30_medium = sum(x.get("medium", 0) + x.get("high", 0) for x in web30)
+    web30_high = sum(x.get("high", 0) for x in web30)
+    tm_days = [i for i in w.active if i <= as_of and w.days[i].telemetry]
+    tm30 = w.count(as_of, 30, "telemetry")
+    tm_sources = sources_by_signal.get("telemetry", 0)
+    levels = {
+        "downloads": level(dl7 >= 1, dl30 > 1, dl90 > 1 and len(versions90) > 1),
+        "docs": level(w.total(as_of, "docs") >= 2, docs_span > 30 and docs_sources > 1,
+                      docs_span > 90 and docs_sources > 1 and maint > 0),  # fmt: skip
+        "website": level(web7 > 1, web30_total > 1 and web30_medium > 0, web30_high > 0 and web30_total > 1),
+        "telemetry": level(tm30 >= 1, tm30 >= 1 and tm_sources > 1,
+                           bool(tm_days) and tm_days[-1] - tm_days[0] >= 90 and tm_sources > 1),  # fmt: skip
+    }
+    points = capped_points(org.days, as_of, rules)
+    last30 = capped_points(org.days, as_of, rules, start=as_of - 30)
+    prev = capped_points(org.days, as_of - 30, rules, start=as_of - 90)
+    prev_avg = prev / 2
+    churn_rules = rules["churn"]
+    churn = stage == INACTIVE or (
+        prev_avg >= churn_rules["min_previous_points"] and last30 < churn_rules["ratio"] * prev_avg
+    )
+    high_intent = dl30 >= 1 and web30_high >= 1
+    automated_total = sum(org.automated.values())
+    all_total = sum(v for k, v in org.totals.items() if k != "other")
+    first, last = w.first(as_of), w.last(as_of)
+    raw_days = [i for i in org.days if i <= as_of]
+    return {
+        "organisation": org.name,
+        "domain": org.domain,
+        "network_type": org.type,
+        "stage": stage,
+        "stage_since": day_text(since),
+        "timeline": [{"stage": s, "since": day_text(t)} for s, t in timeline],
+        "points": points,
+        "points_30d": last30,
+        "confidence": org.confidence,
+        "confidence_label": confidence_label(org.confidence),
+        "attribution_source": org.source,
+        "unique_sources_30d": {"endpoints": src[0], "origins": src[1]},
+        "upgrade": any(upgraded.values()),
+        "upgrades": sorted(p for p, u in upgraded.items() if u),
+        "churn": churn,
+        "high_intent": high_intent,
+        "levels": levels,
+        "packages": {p: sorted({v for _f, v, _l in seen}, key=_sort_key) for p, seen in sorted(by_package.items())},
+        "downloads_by_channel": dict(sorted(org.channels.items())),
+        "vulnerable_versions": exposure,
+        "totals": dict(sorted((k, v) for k, v in org.totals.items())),
+        "first_seen": day_text(first) if first is not None else (day_text(min(raw_days)) if raw_days else None),
+        "last_seen": day_text(last) if last is not None else (day_text(max(raw_days)) if raw_days else None),
+        "automation": {
+            "ci": org.automated.get("ci", 0),
+            "mirror": org.automated.get("mirror", 0),
+            "bot": org.automated.get("bot", 0),
+            "burst": burst_max >= int(rules["automation"]["burst_per_minute"]),
+            "share": round(automated_total / all_total, 3) if all_total else 0.0,
+        },
+    }
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _sort_key(text: str) -> tuple:
+    v = _version(text)
+    return (0, v, text) if v is not None else (1, Version("0"), text)
+
+
+def rank_key(doc: dict[str, Any]) -> tuple:
+    return (-STAGE_RANK.get(doc["stage"], 0), -doc["points"], _neg_day(doc["last_seen"]), doc["organisation"])
+
+
+def _neg_day(day: str | None) -> int:
+    return -day_index(day) if day else 0
