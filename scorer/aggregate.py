@@ -24,11 +24,11 @@ CREATE TABLE IF NOT EXISTS org_day (
     org_key TEXT NOT NULL, day TEXT NOT NULL, package TEXT NOT NULL, signal TEXT NOT NULL,
     value_class TEXT NOT NULL, channel TEXT NOT NULL, automation TEXT NOT NULL,
     events INTEGER NOT NULL, maintenance INTEGER NOT NULL,
-    PRIMARY KEY (org_key, day, package, signal, value_class, channel, automation));
+    PRIMARY KEY (org_key, day, package, signal, value_class, channel, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_source (
     org_key TEXT NOT NULL, day TEXT NOT NULL, signal TEXT NOT NULL, endpoint_id TEXT NOT NULL,
     origin_id TEXT NOT NULL, automation TEXT NOT NULL,
-    PRIMARY KEY (org_key, day, signal, endpoint_id, origin_id, automation));
+    PRIMARY KEY (org_key, day, signal, endpoint_id, origin_id, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_version (
     org_key TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, channel TEXT NOT NULL,
     first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, downloads INTEGER NOT NULL, human INTEGER NOT NULL,
@@ -40,7 +40,15 @@ CREATE TABLE IF NOT EXISTS scores (org_key TEXT PRIMARY KEY, rank INTEGER, doc T
 CREATE TABLE IF NOT EXISTS stage_timeline (
     org_key TEXT NOT NULL, stage TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (org_key, since, stage));
 """
-AGGREGATE_TABLES = ("orgs", "org_network", "org_endpoint", "org_day", "org_source", "org_version", "burst")
+AGGREGATE_TABLES = (
+    "orgs",
+    "org_network",
+    "org_endpoint",
+    "org_day",
+    "org_source",
+    "org_version",
+    "burst",
+)
 UNATTRIBUTED = "(unattributed)"
 
 # Folding the temporary ``batch`` of derived rows into the aggregates (one statement each:
@@ -56,7 +64,8 @@ FOLD_STATEMENTS = (
     """,
     """
     INSERT OR IGNORE INTO org_source
-    SELECT DISTINCT org_key, day, signal, endpoint_id, coalesce(origin_id, ''), automation
+    SELECT DISTINCT org_key, day, signal, substr(endpoint_id, 1, 16), substr(coalesce(origin_id, ''), 1, 16),
+           automation
     FROM temp.batch WHERE endpoint_id IS NOT NULL
     """,
     """
@@ -82,17 +91,12 @@ FOLD_STATEMENTS = (
 )
 
 
-
-def _like_any(column: str, patterns: list[str]) -> str:
-    if not patterns:
-        return "0"
-    return "(" + " OR ".join(f"{column} LIKE '%' || ? || '%'" for _ in patterns) + ")"
-
-
 class Aggregator:
     """Owns the scorer's state database and folds event ranges into it."""
 
-    def __init__(self, state: sqlite3.Connection, events_path: Path, rules: Rules, enricher: Enricher) -> None:
+    def __init__(
+        self, state: sqlite3.Connection, events_path: Path, rules: Rules, enricher: Enricher
+    ) -> None:
         self.db = state
         self.rules = rules
         self.enricher = enricher
@@ -130,46 +134,83 @@ class Aggregator:
         where += " AND e.id <= ?"
         params.append(high)
         self._enrich(where, params)
-        a = self.rules["automation"]
-        s = self.rules["signals"]
-        ci_like = _like_any("e.user_agent", a["ci_user_agents"])
-        mirror_like = _like_any("e.user_agent", a["mirror_user_agents"])
-        docs_like = _like_any("coalesce(e.referer, '')", s["docs_patterns"])
-        maint_like = _like_any("coalesce(e.referer, '')", s["maintenance_patterns"])
+        self._classify_text(where, params)
         derived = f"""
-            SELECT e.*,
-                coalesce(ep.org_key, nw.org_key, '{UNATTRIBUTED}') AS org_key,
-                substr(e.ts, 1, 10) AS day,
+            SELECT coalesce(ep.org_key, nw.org_key, '{UNATTRIBUTED}') AS org_key,
+                substr(e.ts, 1, 10) AS day, e.ts, e.package, e.version, e.endpoint_id, e.origin_id,
                 CASE
                     WHEN e.type IN ('download', 'pull') THEN 'download'
-                    WHEN e.type = 'page_view' AND {docs_like} THEN 'docs'
+                    WHEN e.type = 'page_view' AND rc.docs THEN 'docs'
                     WHEN e.type = 'page_view' THEN 'website'
                     WHEN e.type IN ('telemetry', 'link_click') THEN e.type
                     ELSE 'other' END AS signal,
-                coalesce(json_extract(e.data, '$.value_class'), '') AS value_class,
+                CASE WHEN e.type = 'page_view'
+                    THEN coalesce(json_extract(e.data, '$.value_class'), '') ELSE '' END AS value_class,
                 CASE e.route_kind WHEN 'oci' THEN 'container' WHEN 'pypi' THEN 'pypi'
                     WHEN 'file' THEN 'file' WHEN 'prefix' THEN 'file'
                     ELSE coalesce(e.route_kind, '') END AS channel,
                 CASE
                     WHEN e.client_kind = 'bot' THEN 'bot'
-                    WHEN o.type = 'mirror' OR {mirror_like} THEN 'mirror'
-                    WHEN o.type = 'ci' OR json_extract(e.data, '$.ci') = 1 OR {ci_like} THEN 'ci'
+                    WHEN o.type = 'mirror' OR ua.automation = 'mirror' THEN 'mirror'
+                    WHEN o.type = 'ci' OR ua.automation = 'ci'
+                        OR (e.route_kind = 'pypi' AND json_extract(e.data, '$.ci') = 1) THEN 'ci'
                     ELSE '' END AS automation,
-                {maint_like} AS maintenance
+                coalesce(rc.maintenance, 0) AS maintenance
             FROM ev.events e
             LEFT JOIN org_endpoint ep ON ep.endpoint_id = e.endpoint_id
             LEFT JOIN org_network nw ON nw.network = e.network
             LEFT JOIN orgs o ON o.org_key = coalesce(ep.org_key, nw.org_key)
+            LEFT JOIN temp.ua_class ua ON ua.user_agent = e.user_agent
+            LEFT JOIN temp.referer_class rc ON rc.referer = e.referer
             WHERE {where}
         """
-        # parameter order follows the placeholders' order in the text above
-        derived_params = [*s["docs_patterns"], *a["mirror_user_agents"], *a["ci_user_agents"],
-                          *s["maintenance_patterns"], *params]  # fmt: skip
         self.db.execute("DROP TABLE IF EXISTS temp.batch")
-        self.db.execute(f"CREATE TEMP TABLE batch AS {derived}", derived_params)
+        self.db.execute(f"CREATE TEMP TABLE batch AS {derived}", params)
         for statement in FOLD_STATEMENTS:
             self.db.execute(statement)
         return high, count
+
+    def _classify_text(self, where: str, params: list) -> None:
+        """Classify each distinct user agent and referer once, in Python (few distinct values)."""
+        a, sig = self.rules["automation"], self.rules["signals"]
+        ci = [p.lower() for p in a["ci_user_agents"]]
+        mirror = [p.lower() for p in a["mirror_user_agents"]]
+        docs = [p.lower() for p in sig["docs_patterns"]]
+        maintenance = [p.lower() for p in sig["maintenance_patterns"]]
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS ua_class (user_agent TEXT PRIMARY KEY, automation TEXT)"
+        )
+        self.db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS referer_class (referer TEXT PRIMARY KEY, docs INT, maintenance INT)"
+        )
+        agents = self.db.execute(
+            f"SELECT DISTINCT e.user_agent FROM ev.events e WHERE {where} AND e.user_agent IS NOT NULL",
+            params,
+        ).fetchall()
+        rows = []
+        for (agent,) in agents:
+            low = agent.lower()
+            kind = (
+                "mirror"
+                if any(m in low for m in mirror)
+                else "ci"
+                if any(c in low for c in ci)
+                else ""
+            )
+            rows.append((agent, kind))
+        self.db.executemany("INSERT OR IGNORE INTO temp.ua_class VALUES (?, ?)", rows)
+        referers = self.db.execute(
+            f"SELECT DISTINCT e.referer FROM ev.events e WHERE {where} AND e.type = 'page_view' "
+            "AND e.referer IS NOT NULL",
+            params,
+        ).fetchall()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.referer_class VALUES (?, ?, ?)",
+            [
+                (r, any(d in r.lower() for d in docs), any(m in r.lower() for m in maintenance))
+                for (r,) in referers
+            ],
+        )
 
     def _enrich(self, where: str, params: list) -> None:
         """Resolve every network not seen before (Python, once per network)."""
@@ -177,7 +218,9 @@ class Aggregator:
             org = self.enricher.endpoint(endpoint_id)
             assert org is not None
             self._org(org.name, org)
-            self.db.execute("INSERT OR IGNORE INTO org_endpoint VALUES (?, ?)", (endpoint_id, org.name))
+            self.db.execute(
+                "INSERT OR IGNORE INTO org_endpoint VALUES (?, ?)", (endpoint_id, org.name)
+            )
         rows = self.db.execute(
             f"SELECT DISTINCT e.network FROM ev.events e WHERE {where} AND e.network IS NOT NULL "
             "AND e.network NOT IN (SELECT network FROM org_network)",

@@ -30,17 +30,36 @@ ORG_COLUMNS = (
     "high_intent", "downloads_level", "docs_level", "website_level", "telemetry_level", "packages",
     "vulnerable_versions", "first_seen", "last_seen", "automation_share", "burst",
 )  # fmt: skip
-PACKAGE_COLUMNS = ("package", "version", "channel", "downloads", "endpoints", "organisations", "first_seen", "last_seen")
+PACKAGE_COLUMNS = (
+    "package",
+    "version",
+    "channel",
+    "downloads",
+    "endpoints",
+    "organisations",
+    "first_seen",
+    "last_seen",
+)
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="event store (default: from the routes file)")
-    parser.add_argument("--state", help="scorer database (default: scores.sqlite3 next to the event store)")
+    parser.add_argument(
+        "--state", help="scorer database (default: scores.sqlite3 next to the event store)"
+    )
     parser.add_argument("--rules", help="scoring rules TOML (defaults: docs/scoring.md)")
-    parser.add_argument("--overrides", help="your own network/endpoint → organisation overrides (TOML)")
-    parser.add_argument("--directory", help="organisation directory: CIDR → name, domain, type (CSV or TOML)")
-    parser.add_argument("--mmdb", action="append", default=[], help="MaxMind-format database (repeatable)")
-    parser.add_argument("--reverse-dns", action="store_true", help="also try reverse DNS (off by default)")
+    parser.add_argument(
+        "--overrides", help="your own network/endpoint → organisation overrides (TOML)"
+    )
+    parser.add_argument(
+        "--directory", help="organisation directory: CIDR → name, domain, type (CSV or TOML)"
+    )
+    parser.add_argument(
+        "--mmdb", action="append", default=[], help="MaxMind-format database (repeatable)"
+    )
+    parser.add_argument(
+        "--reverse-dns", action="store_true", help="also try reverse DNS (off by default)"
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction, config_arg) -> None:  # type: ignore[type-arg]
@@ -49,7 +68,9 @@ def add_commands(sub: argparse._SubParsersAction, config_arg) -> None:  # type: 
     add_scoring_options(s)
     s.add_argument("--full", action="store_true", help="recompute from scratch")
     s.add_argument("--as-of", help="evaluate at this UTC time, ignoring later events (ISO 8601)")
-    s.add_argument("--json", action="store_true", help="one JSON object per organisation (a JSON array)")
+    s.add_argument(
+        "--json", action="store_true", help="one JSON object per organisation (a JSON array)"
+    )
     s.add_argument("--limit", type=int, default=50, help="rows in the table (default 50)")
     e = sub.add_parser("export", help="export events, organisations or packages")
     config_arg(e)
@@ -150,7 +171,9 @@ def _export(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignor
         columns = ORG_COLUMNS
         records = iter([_flatten(rank, doc) for rank, doc in enumerate(result.organisations, 1)])
         if args.format != "csv":
-            records = iter([{"rank": rank, **doc} for rank, doc in enumerate(result.organisations, 1)])
+            records = iter(
+                [{"rank": rank, **doc} for rank, doc in enumerate(result.organisations, 1)]
+            )
     out: TextIO
     if args.output:
         out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
@@ -187,7 +210,9 @@ def _events(db: Path, since: str | None, until: str | None):  # type: ignore[no-
     conn = _readonly(db)
     where, params = _range(since, until)
     try:
-        for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {where} ORDER BY id", params):
+        for row in conn.execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE {where} ORDER BY id", params
+        ):
             yield dict(row)
     finally:
         conn.close()

@@ -85,7 +85,9 @@ class Classifier:
         for kind in ("ci", "mirror", "hosting", "isp"):  # most specific first
             section = data.get(kind, {})
             user = extra.get(kind, {})
-            out.names[kind] = [n.lower() for n in [*section.get("names", []), *user.get("names", [])]]
+            out.names[kind] = [
+                n.lower() for n in [*section.get("names", []), *user.get("names", [])]
+            ]
             for asn in [*section.get("asns", []), *user.get("asns", [])]:
                 out.asns.setdefault(int(asn), kind)
         return out
@@ -152,7 +154,9 @@ class Enricher:
         for n, org in enumerate(data.get("org", []), 1):
             if not isinstance(org, dict) or not isinstance(org.get("name"), str):
                 raise EnrichmentError(f"{path}: [[org]] #{n} needs a name")
-            cand = _Candidate(org["name"], org.get("type", "company"), org.get("domain"), "override")
+            cand = _Candidate(
+                org["name"], org.get("type", "company"), org.get("domain"), "override"
+            )
             for cidr in org.get("networks", []):
                 self.override_nets.append((_network(cidr, path), cand))
             for endpoint in org.get("endpoints", []):
@@ -174,13 +178,23 @@ class Enricher:
         except (OSError, tomllib.TOMLDecodeError, csv.Error) as exc:
             raise EnrichmentError(f"{path}: {exc}") from None
         for n, row in enumerate(rows, 1):
-            cidr, name = row.get("network") or row.get("cidr"), row.get("organisation") or row.get("name")
+            cidr, name = (
+                row.get("network") or row.get("cidr"),
+                row.get("organisation") or row.get("name"),
+            )
             if not cidr or not name:
-                raise EnrichmentError(f"{path}: entry {n} needs network (CIDR) and organisation/name")
+                raise EnrichmentError(
+                    f"{path}: entry {n} needs network (CIDR) and organisation/name"
+                )
             kind = (row.get("type") or "company").strip().lower()
             if kind not in TYPES:
                 raise EnrichmentError(f"{path}: entry {n}: type must be one of {', '.join(TYPES)}")
-            self.directory.append((_network(cidr, path), _Candidate(name, kind, row.get("domain") or None, "directory")))
+            self.directory.append(
+                (
+                    _network(cidr, path),
+                    _Candidate(name, kind, row.get("domain") or None, "directory"),
+                )
+            )
         self.directory.sort(key=lambda pair: pair[0].prefixlen, reverse=True)
 
     # ------------------------------------------------------------------ lookups
@@ -262,10 +276,23 @@ def _from_mmdb(reader: maxminddb.Reader, net: ipaddress._BaseNetwork) -> _Candid
         digits = record["asn"][2:]
         asn = int(digits) if digits.isdigit() else None
     traits = record.get("traits") if isinstance(record.get("traits"), dict) else {}
-    company = record.get("organization") or traits.get("organization") or (record.get("name") if "company" in db_type else None)
+    company = (
+        record.get("organization")
+        or traits.get("organization")
+        or (record.get("name") if "company" in db_type else None)
+    )
     isp = record.get("isp") or traits.get("isp")
-    as_name = record.get("autonomous_system_organization") or traits.get("autonomous_system_organization") or record.get("as_name")
-    hint = record.get("type") or traits.get("user_type") or record.get("connection_type") or traits.get("connection_type")
+    as_name = (
+        record.get("autonomous_system_organization")
+        or traits.get("autonomous_system_organization")
+        or record.get("as_name")
+    )
+    hint = (
+        record.get("type")
+        or traits.get("user_type")
+        or record.get("connection_type")
+        or traits.get("connection_type")
+    )
     domain = record.get("domain") or record.get("as_domain") or traits.get("domain")
     if company:
         return _Candidate(company, hint, domain, "company_db", asn)

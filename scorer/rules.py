@@ -29,9 +29,26 @@ DEFAULTS: dict[str, Any] = {
     "automation": {
         "factor": 0.2,  # automated events count this much
         "burst_per_minute": 20,  # downloads from one endpoint in one minute
-        "ci_user_agents": ["GitHub-Actions", "GitLab", "Jenkins", "CircleCI", "Travis", "Buildkite", "Drone"],
-        "mirror_user_agents": ["Artifactory", "Nexus", "JFrog", "Sonatype", "devpi", "bandersnatch",
-                               "registry-mirror", "Harbor", "Pulp"],
+        "ci_user_agents": [
+            "GitHub-Actions",
+            "GitLab",
+            "Jenkins",
+            "CircleCI",
+            "Travis",
+            "Buildkite",
+            "Drone",
+        ],
+        "mirror_user_agents": [
+            "Artifactory",
+            "Nexus",
+            "JFrog",
+            "Sonatype",
+            "devpi",
+            "bandersnatch",
+            "registry-mirror",
+            "Harbor",
+            "Pulp",
+        ],
     },
     "signals": {
         "docs_patterns": ["docs.", "/docs", "readthedocs", "/guide", "/install"],
@@ -56,7 +73,11 @@ def _merge(base: dict, extra: dict, path: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
         where = f"{path}{key}"
-        if key not in base and path not in ("vulnerable.", "networks.") and not path.startswith("networks."):
+        if (
+            key not in base
+            and path not in ("vulnerable.", "networks.")
+            and not path.startswith("networks.")
+        ):
             raise RulesError(f"unknown rules key {where!r}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, where + ".")

@@ -34,14 +34,16 @@ class ScoreRun:
 
 def parse_as_of(text: str | None) -> dt.datetime:
     if not text:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"--as-of {text!r} is not an ISO 8601 time (e.g. 2026-06-01T00:00:00Z)") from None
+        raise ValueError(
+            f"--as-of {text!r} is not an ISO 8601 time (e.g. 2026-06-01T00:00:00Z)"
+        ) from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def as_of_ts(value: dt.datetime) -> str:
@@ -74,7 +76,12 @@ def score(
         agg = Aggregator(conn, events_path, rules, enricher)
         conn.execute("BEGIN")
         fingerprint = json.dumps(
-            [rules.digest, enricher.sources_digest, str(events_path.resolve()), _store_identity(conn)]
+            [
+                rules.digest,
+                enricher.sources_digest,
+                str(events_path.resolve()),
+                _store_identity(conn),
+            ]
         )
         if full or reproducible or agg.meta("fingerprint") != fingerprint:
             agg.reset()
@@ -91,7 +98,9 @@ def score(
         conn.execute("DELETE FROM scores")
         conn.execute("DELETE FROM stage_timeline")
         for rank, (key, doc) in enumerate(((d["organisation"], d) for d in docs), 1):
-            conn.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (key, rank, json.dumps(doc)))
+            conn.execute(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (key, rank, json.dumps(doc))
+            )
             conn.executemany(
                 "INSERT OR IGNORE INTO stage_timeline VALUES (?, ?, ?)",
                 [(key, t["stage"], t["since"]) for t in doc["timeline"]],
@@ -99,10 +108,14 @@ def score(
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return ScoreRun(docs, count, full, moment.isoformat().replace("+00:00", "Z"), time.perf_counter() - started)
+    return ScoreRun(
+        docs, count, full, moment.isoformat().replace("+00:00", "Z"), time.perf_counter() - started
+    )
 
 
 def _store_identity(conn: sqlite3.Connection) -> str:
     """Changes when the event store is replaced (ids would restart): its first event."""
-    row = conn.execute("SELECT min(id), (SELECT ts FROM ev.events ORDER BY id LIMIT 1) FROM ev.events").fetchone()
+    row = conn.execute(
+        "SELECT min(id), (SELECT ts FROM ev.events ORDER BY id LIMIT 1) FROM ev.events"
+    ).fetchone()
     return f"{row[0]}:{row[1]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,13 @@ from .rules import Rules
 
 STAGES = ("Interest", "Investigation", "Experimentation", "Ongoing Usage")
 INACTIVE = "Inactive"
-STAGE_RANK = {"Interest": 1, "Investigation": 2, "Experimentation": 3, "Ongoing Usage": 4, INACTIVE: 0}
+STAGE_RANK = {
+    "Interest": 1,
+    "Investigation": 2,
+    "Experimentation": 3,
+    "Ongoing Usage": 4,
+    INACTIVE: 0,
+}
 LEVELS = ("none", "good", "better", "best")
 
 
@@ -85,7 +92,9 @@ def load_orgs(db: sqlite3.Connection, rules: Rules, as_of_day: int) -> dict[str,
         if org is None:
             continue
         d = org.days.setdefault(day_index(day), Day())
-        kind = {"download": "download", "docs": "page_view", "website": "page_view"}.get(signal, signal)
+        kind = {"download": "download", "docs": "page_view", "website": "page_view"}.get(
+            signal, signal
+        )
         weight = factor if automation else 1.0
         d.points += rules.points(kind, value_class) * events * weight
         org.totals[signal] += events
@@ -111,27 +120,50 @@ def load_orgs(db: sqlite3.Connection, rules: Rules, as_of_day: int) -> dict[str,
 
 
 class Windows:
-    """Sums over days relative to an instant, for one organisation."""
+    """Sums over days relative to an instant, for one organisation (prefix sums + bisect)."""
+
+    ATTRS = ("downloads", "page_views", "telemetry", "docs", "maintenance", "links")
 
     def __init__(self, days: dict[int, Day]) -> None:
         self.days = days
         self.active = sorted(i for i, d in days.items() if d.any)
+        self._cum: dict[str, list[int]] = {}
+        for attr in self.ATTRS:
+            running, acc = 0, [0]
+            for i in self.active:
+                running += getattr(days[i], attr)
+                acc.append(running)
+            self._cum[attr] = acc
+        weeks = sorted({_week_start(i) for i in self.active if days[i].page_views})
+        pv_days = [i for i in self.active if days[i].page_views]
+        self.consecutive_weeks_from: int | None = None
+        for a, b in zip(weeks, weeks[1:], strict=False):
+            if b - a == 7:
+                self.consecutive_weeks_from = next(i for i in pv_days if _week_start(i) == b)
+                break
 
-    def span(self, t: int, length: int) -> list[Day]:
-        return [self.days[i] for i in self.active if t - length < i <= t]
+    def _upto(self, t: int) -> int:
+        return bisect_right(self.active, t)
+
+    def total(self, t: int, attr: str) -> int:
+        return self._cum[attr][self._upto(t)]
 
     def count(self, t: int, length: int, attr: str) -> int:
-        return sum(getattr(d, attr) for d in self.span(t, length))
+        return self._cum[attr][self._upto(t)] - self._cum[attr][self._upto(t - length)]
+
+    def span(self, t: int, length: int) -> list[Day]:
+        return [self.days[i] for i in self.active[self._upto(t - length) : self._upto(t)]]
 
     def first(self, t: int) -> int | None:
         return self.active[0] if self.active and self.active[0] <= t else None
 
     def last(self, t: int) -> int | None:
-        before = [i for i in self.active if i <= t]
-        return before[-1] if before else None
+        n = self._upto(t)
+        return self.active[n - 1] if n else None
 
-    def total(self, t: int, attr: str) -> int:
-        return sum(getattr(self.days[i], attr) for i in self.active if i <= t)
+
+def _week_start(i: int) -> int:
+    return i - dt.date.fromordinal(i).weekday()
 
 
 def normal_stage(w: Windows, t: int, rules: Rules) -> str | None:
@@ -149,9 +181,7 @@ def normal_stage(w: Windows, t: int, rules: Rules) -> str | None:
     if t - last < 30:
         if w.total(t, "downloads") >= 1 and w.total(t, "page_views") >= 1:
             return "Investigation"
-        weeks = {dt.date.fromordinal(i).isocalendar()[:2] for i in w.active if i <= t and w.days[i].page_views}
-        ordinals = sorted(dt.date.fromisocalendar(y, wk, 1).toordinal() for y, wk in weeks)
-        if any(b - a == 7 for a, b in zip(ordinals, ordinals[1:], strict=False)):
+        if w.consecutive_weeks_from is not None and w.consecutive_weeks_from <= t:
             return "Investigation"
     return "Interest"
 
@@ -173,11 +203,19 @@ def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]
         if stage is None:
             continue
         last = w.last(t)
-        if reached >= STAGE_RANK["Investigation"] and last is not None and t - last >= inactive_days:
+        if (
+            reached >= STAGE_RANK["Investigation"]
+            and last is not None
+            and t - last >= inactive_days
+        ):
             if current != INACTIVE:
                 best_before_inactive = current
             stage = INACTIVE
-        elif current == INACTIVE and best_before_inactive and STAGE_RANK[stage] < STAGE_RANK[best_before_inactive]:
+        elif (
+            current == INACTIVE
+            and best_before_inactive
+            and STAGE_RANK[stage] < STAGE_RANK[best_before_inactive]
+        ):
             stage = best_before_inactive  # back to where it was when activity resumes
         if stage != INACTIVE:
             reached = max(reached, STAGE_RANK[stage])
@@ -208,7 +246,8 @@ def level(*conditions: bool) -> str:
 def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) -> dict[str, Any]:
     w = Windows(org.days)
     timeline = stage_timeline(w, as_of, rules)
-    stage, since = timeline[-1] if timeline else ("Interest", w.first(as_of) or as_of)
+    raw_days = [i for i in org.days if i <= as_of]
+    stage, since = timeline[-1] if timeline else ("Interest", min(raw_days) if raw_days else as_of)
     cutoff30, cutoff90 = day_text(as_of - 29), day_text(as_of - 89)
     as_of_text = day_text(as_of)
     src = db.execute(
@@ -236,7 +275,9 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     for package, seen in by_package.items():
         parsed = [(f, _version(v)) for f, v, _ in sorted(seen)]
         parsed = [(f, v) for f, v in parsed if v is not None]
-        upgraded[package] = any(later > earlier for i, (_, earlier) in enumerate(parsed) for _, later in parsed[i + 1 :])
+        upgraded[package] = any(
+            later > earlier for i, (_, earlier) in enumerate(parsed) for _, later in parsed[i + 1 :]
+        )
     vulnerable_rules = rules.vulnerable()
     exposure = sorted(
         {f"{p}=={v}" for p, v, _c, _f, last_ts, _n, _h in versions
@@ -265,11 +306,19 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     tm_sources = sources_by_signal.get("telemetry", 0)
     levels = {
         "downloads": level(dl7 >= 1, dl30 > 1, dl90 > 1 and len(versions90) > 1),
-        "docs": level(w.total(as_of, "docs") >= 2, docs_span > 30 and docs_sources > 1,
-                      docs_span > 90 and docs_sources > 1 and maint > 0),  # fmt: skip
-        "website": level(web7 > 1, web30_total > 1 and web30_medium > 0, web30_high > 0 and web30_total > 1),
-        "telemetry": level(tm30 >= 1, tm30 >= 1 and tm_sources > 1,
-                           bool(tm_days) and tm_days[-1] - tm_days[0] >= 90 and tm_sources > 1),  # fmt: skip
+        "docs": level(
+            w.total(as_of, "docs") >= 2,
+            docs_span > 30 and docs_sources > 1,
+            docs_span > 90 and docs_sources > 1 and maint > 0,
+        ),  # fmt: skip
+        "website": level(
+            web7 > 1, web30_total > 1 and web30_medium > 0, web30_high > 0 and web30_total > 1
+        ),
+        "telemetry": level(
+            tm30 >= 1,
+            tm30 >= 1 and tm_sources > 1,
+            bool(tm_days) and tm_days[-1] - tm_days[0] >= 90 and tm_sources > 1,
+        ),  # fmt: skip
     }
     points = capped_points(org.days, as_of, rules)
     last30 = capped_points(org.days, as_of, rules, start=as_of - 30)
@@ -283,7 +332,9 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     automated_total = sum(org.automated.values())
     all_total = sum(v for k, v in org.totals.items() if k != "other")
     first, last = w.first(as_of), w.last(as_of)
-    raw_days = [i for i in org.days if i <= as_of]
+    all_versions: dict[str, set[str]] = defaultdict(set)
+    for package, version, *_rest in versions:
+        all_versions[package].add(version)
     return {
         "organisation": org.name,
         "domain": org.domain,
@@ -302,12 +353,16 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
         "churn": churn,
         "high_intent": high_intent,
         "levels": levels,
-        "packages": {p: sorted({v for _f, v, _l in seen}, key=_sort_key) for p, seen in sorted(by_package.items())},
+        "packages": {p: sorted(vs, key=_sort_key) for p, vs in sorted(all_versions.items())},
         "downloads_by_channel": dict(sorted(org.channels.items())),
         "vulnerable_versions": exposure,
         "totals": dict(sorted((k, v) for k, v in org.totals.items())),
-        "first_seen": day_text(first) if first is not None else (day_text(min(raw_days)) if raw_days else None),
-        "last_seen": day_text(last) if last is not None else (day_text(max(raw_days)) if raw_days else None),
+        "first_seen": day_text(first)
+        if first is not None
+        else (day_text(min(raw_days)) if raw_days else None),
+        "last_seen": day_text(last)
+        if last is not None
+        else (day_text(max(raw_days)) if raw_days else None),
         "automation": {
             "ci": org.automated.get("ci", 0),
             "mirror": org.automated.get("mirror", 0),
@@ -331,7 +386,12 @@ def _sort_key(text: str) -> tuple:
 
 
 def rank_key(doc: dict[str, Any]) -> tuple:
-    return (-STAGE_RANK.get(doc["stage"], 0), -doc["points"], _neg_day(doc["last_seen"]), doc["organisation"])
+    return (
+        -STAGE_RANK.get(doc["stage"], 0),
+        -doc["points"],
+        _neg_day(doc["last_seen"]),
+        doc["organisation"],
+    )
 
 
 def _neg_day(day: str | None) -> int:

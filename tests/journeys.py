@@ -47,7 +47,9 @@ COMPANY_DB = {
 
 def build_mmdb(directory: Path) -> list[Path]:
     """An ASN database (everything) and a company database (the companies only)."""
-    asn = MMDBWriter(ip_version=4, database_type="GeoLite2-ASN", languages=["en"], description="test")
+    asn = MMDBWriter(
+        ip_version=4, database_type="GeoLite2-ASN", languages=["en"], description="test"
+    )
     asn_names = {
         "driveby": (64500, "Driveby Networks"), "docs": (64501, "Docs Inc"), "evaluator": (64502, "EVALCORP-AS"),
         "experimenter": (64503, "Experimental GmbH"), "production": (64504, "Prod Corp"),
@@ -57,12 +59,23 @@ def build_mmdb(directory: Path) -> list[Path]:
     }  # fmt: skip
     for key, prefix in NETWORKS.items():
         number, name = asn_names[key]
-        asn.insert_network(IPSet([f"{prefix}.0/24"]), {"autonomous_system_number": number, "autonomous_system_organization": name})
-    company = MMDBWriter(ip_version=4, database_type="GeoIP2-Enterprise", languages=["en"], description="test")
+        asn.insert_network(
+            IPSet([f"{prefix}.0/24"]),
+            {"autonomous_system_number": number, "autonomous_system_organization": name},
+        )
+    company = MMDBWriter(
+        ip_version=4, database_type="GeoIP2-Enterprise", languages=["en"], description="test"
+    )
     for key, name in COMPANY_DB.items():
         company.insert_network(
             IPSet([f"{NETWORKS[key]}.0/24"]),
-            {"traits": {"organization": name, "user_type": "business", "domain": name.split()[0].lower() + ".example"}},
+            {
+                "traits": {
+                    "organization": name,
+                    "user_type": "business",
+                    "domain": name.split()[0].lower() + ".example",
+                }
+            },
         )
     paths = [directory / "asn.mmdb", directory / "company.mmdb"]
     asn.to_db_file(str(paths[0]))
@@ -89,7 +102,11 @@ class Journey:
 
     def download(self, days_ago: float, version: str = "1.0", *, ip: int = 1, package: str = "tool",
                  ua: str = "curl/8.5.0", channel: str = "file", ci: bool = False) -> None:  # fmt: skip
-        kind, etype = {"file": ("file", "download"), "pypi": ("pypi", "download"), "container": ("oci", "pull")}[channel]
+        kind, etype = {
+            "file": ("file", "download"),
+            "pypi": ("pypi", "download"),
+            "container": ("oci", "pull"),
+        }[channel]
         data = {"ci": True} if ci else None
         if channel == "pypi":
             ua = PIP_UA.format(ci="true" if ci else "null")
@@ -123,7 +140,13 @@ def archetypes(now: float) -> list[Event]:
     for d in (12, 10, 4, 3):  # two consecutive weeks of install docs
         docs.page(d, "medium", url="https://docs.acme.dev/install", ip=1 + d % 2)
     for n in range(30):  # a crawler on the same network must not promote it
-        docs.page(5, "low", url="https://acme.dev/", ua="Googlebot/2.1 (+http://www.google.com/bot.html)", ip=50)
+        docs.page(
+            5,
+            "low",
+            url="https://acme.dev/",
+            ua="Googlebot/2.1 (+http://www.google.com/bot.html)",
+            ip=50,
+        )
 
     ev = j("evaluator")
     ev.page(20, "medium")
@@ -136,7 +159,15 @@ def archetypes(now: float) -> list[Event]:
         ex.download(d, v, channel="pypi")
 
     prod = j("production")
-    versions = ((150, "1.0"), (120, "1.0"), (90, "1.1"), (60, "1.1"), (30, "1.2"), (10, "1.2"), (2, "1.2"))
+    versions = (
+        (150, "1.0"),
+        (120, "1.0"),
+        (90, "1.1"),
+        (60, "1.1"),
+        (30, "1.2"),
+        (10, "1.2"),
+        (2, "1.2"),
+    )
     for i, (d, v) in enumerate(versions):
         prod.download(d, v, ip=1 + i % 4, channel="container" if i % 2 else "file")
     prod.page(140, "medium", ip=1)

@@ -83,7 +83,9 @@ def test_automation_never_promotes(orgs):
     assert ci["network_type"] == "hosting"
     assert ci["stage"] == "Interest"  # 219 automated downloads, one human page view
     assert ci["automation"]["ci"] == 219 and ci["automation"]["burst"] is True
-    assert ci["unique_sources_30d"]["endpoints"] == 3  # two runners and one browser, not 219 machines
+    assert (
+        ci["unique_sources_30d"]["endpoints"] == 3
+    )  # two runners and one browser, not 219 machines
     assert ci["points"] < 219 * 10 * 0.1  # scored down: weight 0.2 and the daily cap
     mirror = orgs["Mirror Hosting"]
     assert mirror["automation"]["mirror"] == 39 and mirror["stage"] == "Interest"
@@ -93,7 +95,12 @@ def test_automation_never_promotes(orgs):
 
 def test_levels_sources_upgrades_and_flags(orgs):
     prod = orgs["Prod Corp"]
-    assert prod["levels"] == {"downloads": "best", "docs": "best", "website": "none", "telemetry": "best"}
+    assert prod["levels"] == {
+        "downloads": "best",
+        "docs": "best",
+        "website": "none",
+        "telemetry": "best",
+    }
     assert prod["upgrade"] is True and prod["upgrades"] == ["tool"]
     assert prod["packages"] == {"tool": ["1.0", "1.1", "1.2"]}
     assert prod["unique_sources_30d"]["endpoints"] >= 3
@@ -132,7 +139,11 @@ def test_dnt_traffic_is_never_attributed(orgs):
 def test_sorted_by_stage_then_points(orgs):
     ranked = list(orgs)
     assert ranked[0] == "Prod Corp"
-    assert ranked.index("Experimental GmbH") < ranked.index("Evalcorp") < ranked.index("Driveby Networks")
+    assert (
+        ranked.index("Experimental GmbH")
+        < ranked.index("Evalcorp")
+        < ranked.index("Driveby Networks")
+    )
 
 
 def test_as_of_two_times(store):
@@ -174,10 +185,16 @@ def test_incremental_reads_only_new_events(tmp_path):
     events = archetypes(now)
     write_events(db, events)
     state = tmp_path / "s.sqlite3"
-    assert f"{len(events)} events read" in gateway("score", "--db", str(db), "--state", str(state)).stdout
+    assert (
+        f"{len(events)} events read"
+        in gateway("score", "--db", str(db), "--state", str(state)).stdout
+    )
     extra = archetypes(now)[:3]
     write_events(db, extra)
-    assert "incremental run, 3 events read" in gateway("score", "--db", str(db), "--state", str(state)).stdout
+    assert (
+        "incremental run, 3 events read"
+        in gateway("score", "--db", str(db), "--state", str(state)).stdout
+    )
 
 
 def test_exports(store, tmp_path):
@@ -189,10 +206,24 @@ def test_exports(store, tmp_path):
     assert rows and all("2026-05-25" <= r["ts"] <= T for r in rows)
     assert {"ts", "type", "network", "endpoint_id", "package", "version"} <= set(rows[0])
     assert "198.51.104.1" not in out.read_text()  # never a raw IP
-    nd = gateway("export", "--db", str(db), "--what", "events", "--format", "ndjson", "--until", "2026-01-01T00:00:00Z").stdout
+    nd = gateway(
+        "export",
+        "--db",
+        str(db),
+        "--what",
+        "events",
+        "--format",
+        "ndjson",
+        "--until",
+        "2026-01-01T00:00:00Z",
+    ).stdout
     assert nd == "" or all(json.loads(line)["ts"] <= "2026-01-01" for line in nd.splitlines())
-    packages = json.loads(gateway("export", "--db", str(db), "--what", "packages", "--format", "json").stdout)
-    tool = {(p["version"], p["channel"]): p["downloads"] for p in packages if p["package"] == "tool"}
+    packages = json.loads(
+        gateway("export", "--db", str(db), "--what", "packages", "--format", "json").stdout
+    )
+    tool = {
+        (p["version"], p["channel"]): p["downloads"] for p in packages if p["package"] == "tool"
+    }
     assert tool[("1.0", "file")] >= 2 and ("1.2", "pypi") in tool and ("1.1", "container") in tool
     args = ["export", "--db", str(db), "--state", str(base / "export-state.sqlite3"), "--what", "organisations",
             "--format", "csv", "--until", T, "--overrides", str(base / "overrides.toml")]  # fmt: skip
@@ -200,7 +231,9 @@ def test_exports(store, tmp_path):
         args += ["--mmdb", str(m)]
     orgs_csv = list(csv.DictReader(io.StringIO(gateway(*args).stdout)))
     assert orgs_csv[0]["organisation"] == "Prod Corp" and orgs_csv[0]["stage"] == "Ongoing Usage"
-    assert {"rank", "stage_since", "unique_endpoints_30d", "churn", "downloads_level"} <= set(orgs_csv[0])
+    assert {"rank", "stage_since", "unique_endpoints_30d", "churn", "downloads_level"} <= set(
+        orgs_csv[0]
+    )
 
 
 def test_bad_inputs_are_clear_errors(store, tmp_path):
