@@ -38,7 +38,7 @@ def generate(db: Path, count: int, orgs: int, seed: int, start_offset: float = 0
     batch = []
     kinds = [("download", "file"), ("pull", "oci"), ("download", "pypi"), ("page_view", "pixel"),
              ("page_view", "pixel"), ("telemetry", "telemetry"), ("link_click", "link")]  # fmt: skip
-    for n in range(count):
+    for _ in range(count):
         org = rng.randrange(orgs)
         etype, kind = rng.choice(kinds)
         ts = START + start_offset + rng.random() * 180 * DAY

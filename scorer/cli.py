@@ -174,11 +174,9 @@ def _export(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignor
             records = iter(
                 [{"rank": rank, **doc} for rank, doc in enumerate(result.organisations, 1)]
             )
-    out: TextIO
-    if args.output:
-        out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
-    else:
-        out = sys.stdout
+    out: TextIO = (
+        open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    )  # noqa: SIM115
     try:
         _write(out, args.format, columns, records)
     finally:

@@ -139,7 +139,7 @@ def archetypes(now: float) -> list[Event]:
     docs = j("docs")
     for d in (12, 10, 4, 3):  # two consecutive weeks of install docs
         docs.page(d, "medium", url="https://docs.acme.dev/install", ip=1 + d % 2)
-    for n in range(30):  # a crawler on the same network must not promote it
+    for _ in range(30):  # a crawler on the same network must not promote it
         docs.page(
             5,
             "low",
@@ -207,7 +207,7 @@ def archetypes(now: float) -> list[Event]:
     ov.page(6, "medium")
 
     dnt = j("driveby")
-    for n in range(5):
+    for _ in range(5):
         dnt.download(1, "1.2", ip=99)
         events[-1].dnt = True
     return events
