@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub, _config_arg)
 
+    imp = sub.add_parser("import", help="replay access logs (combined or JSON lines) as events")
+    _config_arg(imp)
+    imp.add_argument("--db", default=os.environ.get("GATEPOST_DB"), help="SQLite event store")
+    imp.add_argument("--format", choices=("combined", "jsonl"), required=True)
+    imp.add_argument(
+        "--host", default="", help="host for lines that do not name one (combined logs)"
+    )
+    imp.add_argument("--strict", action="store_true", help="stop at the first malformed line")
+    imp.add_argument(
+        "files", nargs="+", metavar="FILE", help="log files; - for stdin; .gz is read transparently"
+    )
+
     snippet = sub.add_parser("pixel-snippet", help="print the HTML <img> for a tracking pixel")
     _config_arg(snippet)
     snippet.add_argument("pixel_id", metavar="ID")
@@ -95,6 +107,8 @@ def _main(argv: list[str] | None = None) -> int:
         from scorer.cli import run_command
 
         return run_command(args, config.server.database_path)
+    if args.command == "import":
+        return import_logs(config, args)
     if args.command == "pixel-snippet":
         return pixel_snippet(config, args.pixel_id, args.base_url)
     return explain(config, args.url, args.method.upper())
@@ -185,6 +199,26 @@ def explain(config: Config, url: str, method: str) -> int:
     assert outcome is not None
     print(f"winner: {route.id}: {_why(route, tried)}")
     print(f"decision: {_describe_decision(outcome.decision)}")
+    return 0
+
+
+def import_logs(config: Config, args: argparse.Namespace) -> int:
+    from .importer import Importer, LineError, iter_report
+
+    db = Path(args.db) if args.db else config.server.database_path
+    importer = Importer(config, db, default_host=args.host)
+    try:
+        report = importer.run(args.files, args.format, strict=args.strict)
+    except LineError as exc:
+        print(f"error: {exc} (--strict)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lines = list(iter_report(report))
+    print(lines[0])
+    for message in lines[1:]:
+        print(f"skipped {message}", file=sys.stderr)
     return 0
 
 

@@ -185,6 +185,9 @@ class OciRoute(Route):
                 reference,
                 "pull" if method == "GET" else "pull_check",
             )
+            event.upstream = mapping.upstream.manifest_url(upstream_repo, reference)
+            if method == "GET":
+                event.bytes_sent = 0  # the manifest's size, once known
             return Deferred(
                 lambda c: self._manifest(
                     c, request, mapping, public, upstream_repo, reference, event
@@ -196,6 +199,7 @@ class OciRoute(Route):
                     404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": reference}
                 ), None
             event = self._event(request, mapping, public, upstream_repo, reference, "blob")
+            event.upstream = mapping.upstream.blob_url(upstream_repo, reference)
             return self._blob(request, mapping, upstream_repo, reference, event), event
         if endpoint == "tags" and reference == "list":
             return Deferred(lambda c: self._tags(c, request, mapping, public, upstream_repo)), None
