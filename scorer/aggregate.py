@@ -101,6 +101,7 @@ class Aggregator:
         self.rules = rules
         self.enricher = enricher
         self.db.executescript(STATE_SCHEMA)
+        self.touched: set[str] = set()
         self.db.execute("ATTACH DATABASE ? AS ev", (f"file:{events_path.resolve()}?mode=ro",))
 
     # ------------------------------------------------------------------ bookkeeping
@@ -166,6 +167,9 @@ class Aggregator:
         """
         self.db.execute("DROP TABLE IF EXISTS temp.batch")
         self.db.execute(f"CREATE TEMP TABLE batch AS {derived}", params)
+        self.touched = {
+            key for (key,) in self.db.execute("SELECT DISTINCT org_key FROM temp.batch")
+        }
         for statement in FOLD_STATEMENTS:
             self.db.execute(statement)
         return high, count

@@ -175,8 +175,10 @@ def _export(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignor
                 [{"rank": rank, **doc} for rank, doc in enumerate(result.organisations, 1)]
             )
     out: TextIO = (
-        open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
-    )  # noqa: SIM115
+        open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        if args.output
+        else sys.stdout
+    )
     try:
         _write(out, args.format, columns, records)
     finally:

@@ -91,10 +91,20 @@ def score(
         high, count = agg.fold(last, as_of_ts(moment) if reproducible else None)
         agg.set_meta("last_event_id", str(high))
         as_of_day = day_index(moment.date().isoformat())
-        orgs = load_orgs(conn, rules, as_of_day)
-        docs = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]
-        docs = [d for d in docs if d["first_seen"] is not None]
-        docs.sort(key=rank_key)
+        # Scores depend on the day (windows move daily): a same-day incremental run only
+        # rescores the organisations that new events touched and keeps the others.
+        same_day = not full and agg.meta("scored_day") == str(as_of_day)
+        only = agg.touched if same_day else None
+        orgs = load_orgs(conn, rules, as_of_day, only)
+        fresh = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]
+        fresh = [d for d in fresh if d["first_seen"] is not None]
+        kept: list[dict[str, Any]] = []
+        if only is not None:
+            updated = {d["organisation"] for d in fresh}
+            kept = [json.loads(doc) for (key, doc) in conn.execute("SELECT org_key, doc FROM scores")
+                    if key not in updated]  # fmt: skip
+        docs = sorted(fresh + kept, key=rank_key)
+        agg.set_meta("scored_day", str(as_of_day))
         conn.execute("DELETE FROM scores")
         conn.execute("DELETE FROM stage_timeline")
         for rank, (key, doc) in enumerate(((d["organisation"], d) for d in docs), 1):

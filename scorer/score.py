@@ -77,16 +77,27 @@ class OrgData:
     packages: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
-def load_orgs(db: sqlite3.Connection, rules: Rules, as_of_day: int) -> dict[str, OrgData]:
+def load_orgs(
+    db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[str] | None = None
+) -> dict[str, OrgData]:
     orgs: dict[str, OrgData] = {}
     for key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
-        orgs[key] = OrgData(key, name, kind, domain, confidence or 0.0, source)
+        if only is None or key in only:
+            orgs[key] = OrgData(key, name, kind, domain, confidence or 0.0, source)
     factor = float(rules["automation"]["factor"])
     rows = db.execute(
         "SELECT org_key, day, package, signal, value_class, channel, automation, events, maintenance "
         "FROM org_day WHERE day <= ? AND org_key != ? ORDER BY org_key, day",
         (day_text(as_of_day), UNATTRIBUTED),
     )
+    if only is not None:
+        keys = sorted(only)
+        marks = ",".join("?" for _ in keys) or "NULL"
+        rows = db.execute(
+            "SELECT org_key, day, package, signal, value_class, channel, automation, events, maintenance "
+            f"FROM org_day WHERE day <= ? AND org_key IN ({marks}) ORDER BY org_key, day",
+            (day_text(as_of_day), *keys),
+        )
     for key, day, package, signal, value_class, channel, automation, events, maintenance in rows:
         org = orgs.get(key)
         if org is None:

@@ -59,7 +59,9 @@ def registry(tmp_path_factory):
     reg.stop()
 
 
-def importer(cfg: Path, db: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+def importer(
+    cfg: Path, db: Path, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "import", "--config", str(cfg), "--db", str(db), *args],
         capture_output=True, env=clean_env(GATEPOST_KEY="test-key"), cwd=ROOT, input=stdin, timeout=120,
@@ -89,14 +91,22 @@ def test_import_equals_live(start_gateway, registry, tmp_path):
     text = CONFIG.format(REG=registry.address)
     gw = start_gateway(text)
     live = [
-        ("get.test", "/tool/1.2/tool-linux.tar.gz?utm_source=docs", {"user-agent": UA, "referer": REF}),
+        (
+            "get.test",
+            "/tool/1.2/tool-linux.tar.gz?utm_source=docs",
+            {"user-agent": UA, "referer": REF},
+        ),
         ("px.test", "/px/docs.png", {"user-agent": UA, "referer": REF}),
         ("px.test", "/px/docs.png", {"user-agent": UA, "referer": REF, "dnt": "1"}),
         ("t.test", "/ping/tool/1.2?os=linux", {"user-agent": "tool/1.2"}),
-        ("cr.test", "/v2/acme/hello/manifests/1.0", {"user-agent": "skopeo/1.9.3", "accept": OCI_MANIFEST}),
+        (
+            "cr.test",
+            "/v2/acme/hello/manifests/1.0",
+            {"user-agent": "skopeo/1.9.3", "accept": OCI_MANIFEST},
+        ),
     ]
     lines_jsonl, lines_combined, statuses = [], [], []
-    base = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
     for n, (host, path, headers) in enumerate(live):
         r = httpx.get(gw.url + path, headers={**headers, "host": host})
         statuses.append(r.status_code)
@@ -150,19 +160,29 @@ def test_malformed_unmatched_strict_stdin_and_privacy(start_gateway, registry, t
         '203.0.113.79 - - [31/Feb/2026:99:00:00 +0000] "GET /tool/1.0/x HTTP/1.1" 200 1 "-" "-"',
     ]) + "\n"  # fmt: skip
     db = tmp_path / "e.sqlite3"
-    result = importer(cfg, db, "--format", "combined", "--host", "get.test", "-", stdin=log.encode())
+    result = importer(
+        cfg, db, "--format", "combined", "--host", "get.test", "-", stdin=log.encode()
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
-    assert "5 lines: 2 events imported" in out and "1 matched no route" in out and "2 malformed" in out
+    assert (
+        "5 lines: 2 events imported" in out and "1 matched no route" in out and "2 malformed" in out
+    )
     assert "-:2: not in combined log format" in result.stderr.decode()
     assert "-:5: bad time" in result.stderr.decode()
     assert len(rows(db)) == 2  # the same line twice = two requests
-    strict = importer(cfg, tmp_path / "s.sqlite3", "--format", "combined", "--strict", "-", stdin=log.encode())
+    strict = importer(
+        cfg, tmp_path / "s.sqlite3", "--format", "combined", "--strict", "-", stdin=log.encode()
+    )
     assert strict.returncode == 2 and b"-:2:" in strict.stderr
     blob = b"".join(p.read_bytes() for p in tmp_path.glob("e.sqlite3*"))
     assert b"203.0.113.77" not in blob and b"203.0.113.0/24" in blob
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"ts": "yesterday", "path": "/x"}\n[1]\n{"ts": 1767225600, "path": "relative"}\n')
+    bad.write_text(
+        '{"ts": "yesterday", "path": "/x"}\n[1]\n{"ts": 1767225600, "path": "relative"}\n'
+    )
     res = importer(cfg, tmp_path / "j.sqlite3", "--format", "jsonl", str(bad))
     err = res.stderr.decode()
-    assert ":1: bad ts" in err and ":2: expected a JSON object" in err and ":3: request target" in err
+    assert (
+        ":1: bad ts" in err and ":2: expected a JSON object" in err and ":3: request target" in err
+    )

@@ -256,3 +256,25 @@ def test_bad_inputs_are_clear_errors(store, tmp_path):
 
 def test_day_constant():
     assert DAY == 86400.0
+
+
+def test_organisation_directory(store, tmp_path):
+    base, db, mmdbs = store
+    directory = tmp_path / "orgs.csv"
+    directory.write_text("network,organisation,domain,type\n198.51.104.0/24,Production Corporation,prod.example,company\n"
+                         "203.0.113.0/24,Shared CI Fleet,,ci\n")  # fmt: skip
+    args = ["score", "--db", str(db), "--directory", str(directory), "--as-of", T, "--json"]
+    for m in mmdbs:
+        args += ["--mmdb", str(m)]
+    orgs = {d["organisation"]: d for d in json.loads(gateway(*args).stdout)}
+    prod = orgs["Production Corporation"]  # the directory outranks MaxMind data
+    assert prod["attribution_source"] == "directory" and prod["confidence"] >= 0.9
+    assert prod["stage"] == "Ongoing Usage"
+    assert orgs["Shared CI Fleet"]["network_type"] == "ci"
+    assert orgs["Shared CI Fleet"]["stage"] == "Interest"
+    toml_dir = tmp_path / "orgs.toml"
+    toml_dir.write_text(
+        '[[network]]\nnetwork = "198.51.104.0/24"\norganisation = "Prod (TOML)"\ntype = "company"\n'
+    )
+    args[args.index(str(directory))] = str(toml_dir)
+    assert "Prod (TOML)" in {d["organisation"] for d in json.loads(gateway(*args).stdout)}
