@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -45,9 +46,17 @@ def load_or_create_key(key_file: Path) -> bytes:
     return key_file.read_text().strip().encode()
 
 
+_DOTTED = re.compile(
+    r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
+
+
 @lru_cache(maxsize=65536)
 def network_prefix(ip: str) -> str | None:
     """``203.0.113.7`` → ``203.0.113.0/24``; IPv6 → /48; IPv4-mapped IPv6 → IPv4 /24."""
+    m = _DOTTED.fullmatch(ip)
+    if m:  # the common case, without building address objects
+        return f"{m.group(1)}.{m.group(2)}.{m.group(3)}.0/24"
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -90,14 +91,20 @@ def _split_target(target: str) -> tuple[str, str, str | None]:
     return path, query, host
 
 
+@lru_cache(maxsize=4096)
+def _combined_time(text: str) -> float:
+    """``01/Mar/2026:12:00:00 +0000`` → epoch seconds (log lines share their seconds)."""
+    try:
+        return dt.datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    except ValueError:
+        raise LineError(f"bad time {text!r}") from None
+
+
 def parse_combined(line: str, default_host: str) -> LogRecord:
     m = COMBINED.match(line)
     if m is None:
         raise LineError("not in combined log format")
-    try:
-        when = dt.datetime.strptime(m.group("time"), "%d/%b/%Y:%H:%M:%S %z").timestamp()
-    except ValueError:
-        raise LineError(f"bad time {m.group('time')!r}") from None
+    when = _combined_time(m.group("time"))
     path, query, host = _split_target(m.group("target"))
     size = m.group("bytes")
     referer, agent = m.group("referer"), m.group("agent")
