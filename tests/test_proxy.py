@@ -127,6 +127,7 @@ def test_request_headers_forwarded_selectively(gw):
             "x-forwarded-for": "198.51.100.1",
             "if-none-match": '"abc"',
             "user-agent": "curl/8",
+            "accept-encoding": "gzip, deflate",
         },
     )
     seen = r.json()
