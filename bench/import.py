@@ -6,7 +6,6 @@ python bench/import.py [--lines 1000000] [--json out.json]
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -14,6 +13,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 from gateway.config import parse_config  # noqa: E402
 from gateway.importer import Importer  # noqa: E402
@@ -70,9 +72,7 @@ def main() -> int:
         "lines_per_second": round(report.lines / seconds),
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    emit(summary, args.json)
     return 0
 
 

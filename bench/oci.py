@@ -10,7 +10,6 @@ with blobs streamed.  Rounds alternate; medians and ratios are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -20,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "tests"))
 from oci import Registry, build_image, push, skopeo  # noqa: E402
 from servers import GatewayProcess  # noqa: E402
@@ -84,9 +86,7 @@ def main() -> int:
         "rounds": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    emit(summary, args.json)
     return 0
 
 

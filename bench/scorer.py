@@ -9,7 +9,6 @@ of the full run to a bare ``GROUP BY`` scan of the same events in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
 import sys
@@ -18,6 +17,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 from gateway.events import Event  # noqa: E402
 from gateway.identity import Identifier  # noqa: E402
@@ -105,9 +107,7 @@ def main() -> int:
         "incremental_new_events_per_s": round(extra / inc.seconds),
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    emit(summary, args.json)
     return 0
 
 

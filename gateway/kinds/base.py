@@ -162,6 +162,24 @@ class TemplatePlacement:
         return self._t().match(norm_path, query)
 
 
+class PrefixPlacement:
+    """Placement for routes that own everything below a literal path prefix."""
+
+    prefix: str  # canonical, ends with "/"
+
+    def leading_literals(self) -> tuple[str, ...]:
+        return tuple(s for s in self.prefix.strip("/").split("/") if s)
+
+    def ranks(self) -> tuple[int, ...]:
+        return (0,) * len(self.leading_literals()) + (3,)
+
+    def literal_chars(self) -> int:
+        return len(self.prefix)
+
+    def identity(self) -> tuple:
+        return (type(self).__name__, self.prefix)
+
+
 def compile_path(table: RouteTable, default: str | None = None) -> PathTemplate:
     """The route's ``path`` template, or a located configuration error."""
     source = table.str("path", default, required=default is None)

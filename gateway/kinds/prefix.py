@@ -15,26 +15,14 @@ from ..decisions import Decision
 from ..events import Event
 from ..request import Request
 from ..templates import TargetTemplate, check_rest_value, normalize_raw_path
-from .base import COMMON_KEYS, Route, RouteContext
+from .base import COMMON_KEYS, PrefixPlacement, Route, RouteContext
 from .file import TARGET_KEYS, TargetRoute, read_target
 
 
 @dataclass(eq=False)
-class PrefixRoute(TargetRoute):
+class PrefixRoute(PrefixPlacement, TargetRoute):
     kind = "prefix"
     prefix: str = "/"  # canonical, always ends with "/"
-
-    def leading_literals(self) -> tuple[str, ...]:
-        return tuple(s for s in self.prefix.strip("/").split("/") if s)
-
-    def ranks(self) -> tuple[int, ...]:
-        return (0,) * len(self.leading_literals()) + (3,)
-
-    def literal_chars(self) -> int:
-        return len(self.prefix)
-
-    def identity(self) -> tuple:
-        return ("prefix", self.prefix)
 
     def pattern(self) -> str:
         return self.prefix + "…"

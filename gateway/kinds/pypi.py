@@ -40,7 +40,7 @@ from ..simple_index import (
 )
 from ..templates import UnsafeValue, check_segment_value, normalize_raw_path
 from ..useragent import installer_details
-from .base import COMMON_KEYS, Events, Route, RouteContext, text_response
+from .base import COMMON_KEYS, Events, PrefixPlacement, Route, RouteContext, text_response
 
 UPSTREAM_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
@@ -74,7 +74,7 @@ def file_details(filename: str) -> dict[str, Any]:
 
 
 @dataclass(eq=False)
-class PypiRoute(Route):
+class PypiRoute(PrefixPlacement, Route):
     kind = "pypi"
     prefix: str = "/simple/"
     upstream: str = "https://pypi.org/simple/"
@@ -83,19 +83,7 @@ class PypiRoute(Route):
     cache_seconds: float = 60.0
     _pages: dict[str, tuple[float, str | None, ProjectPage]] = field(default_factory=dict)
 
-    # ---- placement ---------------------------------------------------------------
-    def leading_literals(self) -> tuple[str, ...]:
-        return tuple(s for s in self.prefix.strip("/").split("/") if s)
-
-    def ranks(self) -> tuple[int, ...]:
-        return (0,) * len(self.leading_literals()) + (3,)
-
-    def literal_chars(self) -> int:
-        return len(self.prefix)
-
-    def identity(self) -> tuple:
-        return ("pypi", self.prefix)
-
+    # ---- placement (PrefixPlacement) --------------------------------------------
     def pattern(self) -> str:
         return self.prefix + "<project>/[<file>]"
 
