@@ -114,6 +114,10 @@ class Gatepost:
         if builtin is not None:
             flow.response = _response(builtin)
             return
+        if len(req.headers.get_all("host")) > 1:  # RFC 9112: several Host fields → invalid
+            gateway.count("bad_request_total")
+            flow.response = _response(text_response(400, "bad request: more than one Host header"))
+            return
         request = Request(
             method=req.method,
             host=req.host_header or req.pretty_host,

@@ -122,10 +122,17 @@ class GatewayApp:
             await gateway.startup()  # servers without lifespan support
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         host = ""
+        hosts = 0
         for name, value in headers:
             if name == "host":
                 host = value
-                break
+                hosts += 1
+        if hosts > 1:  # RFC 9112: a request with several Host fields is invalid
+            gateway.count("bad_request_total")
+            await _respond(
+                send, text_response(400, "bad request: more than one Host header"), scope["method"]
+            )
+            return
         client = scope.get("client")
         request = Request(
             method=scope["method"],

@@ -152,3 +152,11 @@ def test_events_are_the_same_from_both_adapters(start_gateway, upstream):
         ignore = {"id", "ts", "adapter", "duration_ms"}
         tables.append([{k: v for k, v in row.items() if k not in ignore} for row in gw.rows()])
     assert tables[0] == tables[1]
+
+
+def test_duplicate_host_is_rejected(gw):
+    from servers import raw_request
+
+    status, _, _ = raw_request(gw.port, "/installed/tool/1", host="get.test", extra="Host: evil.test\r\n")
+    assert status == 400
+    assert gw.rows() == [] or all(r["host"] != "evil.test" for r in gw.rows())

@@ -408,3 +408,9 @@ def test_json_logs(start_gateway):
         for entry in lines
     )
     assert all({"ts", "level", "logger", "message"} <= entry.keys() for entry in lines)
+
+
+def test_duplicate_host_header_is_400(gw):
+    status, _, body = raw_request(gw.port, "/tool/1.0/tool-linux-amd64.tar.gz", host="get.test",
+                                  extra="Host: evil.test\r\n")  # fmt: skip
+    assert status == 400 and b"Host" in body
