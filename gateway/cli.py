@@ -99,6 +99,9 @@ def _main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    data_dir = os.environ.get("GATEPOST_DATA_DIR")
+    if data_dir:  # containers: the database and key live on the /data volume
+        config.server.data_dir = Path(data_dir)
     if args.command == "serve":
         return serve(config, args)
     if args.command == "check":
@@ -119,9 +122,6 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
     from .asgi import GatewayApp
 
-    data_dir = os.environ.get("GATEPOST_DATA_DIR")
-    if data_dir:  # containers: keep the database and key on the /data volume
-        config.server.data_dir = Path(data_dir)
     app = GatewayApp(config, db_path=args.db)
     host = args.host or config.server.host
     port = args.port or config.server.port
