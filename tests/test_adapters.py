@@ -157,6 +157,41 @@ def test_events_are_the_same_from_both_adapters(start_gateway, upstream):
 def test_duplicate_host_is_rejected(gw):
     from servers import raw_request
 
-    status, _, _ = raw_request(gw.port, "/installed/tool/1", host="get.test", extra="Host: evil.test\r\n")
+    status, _, _ = raw_request(
+        gw.port, "/installed/tool/1", host="get.test", extra="Host: evil.test\r\n"
+    )
     assert status == 400
     assert gw.rows() == [] or all(r["host"] != "evil.test" for r in gw.rows())
+
+
+def test_addon_as_forward_proxy(tmp_path, upstream):
+    """mitmdump in regular (forward) proxy mode: the Host of the proxied request decides."""
+    import subprocess
+
+    from servers import clean_env, free_port, mitmdump_path, wait_http
+
+    cfg = tmp_path / "routes.toml"
+    cfg.write_text(CONFIG.format(U=upstream.url))
+    db = tmp_path / "events.sqlite3"
+    port = free_port()
+    proc = subprocess.Popen(
+        [mitmdump_path(), "--mode", "regular", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+         "-s", "addons/gatepost.py", "-q", "--set", f"gatepost_config={cfg}", "--set", f"gatepost_db={db}",
+         "--set", "gatepost_unmatched=pass"],
+        env=clean_env(GATEPOST_KEY="k"), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        with httpx.Client(proxy=f"http://127.0.0.1:{port}") as client:
+            r = client.get("http://get.test/tool/2.0/tool-linux.tar.gz")
+            assert r.status_code == 307
+            assert r.headers["location"] == f"{upstream.url}/files/tool-2.0-linux.tar.gz"
+            passed = client.get(f"{upstream.url}/echo/unrouted")  # no route: mitmproxy forwards it
+            assert passed.status_code == 200 and passed.json()["path"] == "/echo/unrouted"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    import sqlite3
+
+    rows = sqlite3.connect(db).execute("SELECT host, route_id, adapter FROM events").fetchall()
+    assert rows == [("get.test", "release", "mitmproxy")]
