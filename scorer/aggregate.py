@@ -14,6 +14,7 @@ from pathlib import Path
 from .enrich import Enricher
 from .rules import Rules
 
+STATE_VERSION = 2
 STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS orgs (
@@ -26,9 +27,9 @@ CREATE TABLE IF NOT EXISTS org_day (
     events INTEGER NOT NULL, maintenance INTEGER NOT NULL,
     PRIMARY KEY (org_key, day, package, signal, value_class, channel, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_source (
-    org_key TEXT NOT NULL, day TEXT NOT NULL, signal TEXT NOT NULL, endpoint_id TEXT NOT NULL,
-    origin_id TEXT NOT NULL, automation TEXT NOT NULL,
-    PRIMARY KEY (org_key, day, signal, endpoint_id, origin_id, automation)) WITHOUT ROWID;
+    org_key TEXT NOT NULL, signal TEXT NOT NULL, endpoint_id TEXT NOT NULL, origin_id TEXT NOT NULL,
+    automation TEXT NOT NULL, last_day TEXT NOT NULL,
+    PRIMARY KEY (org_key, signal, endpoint_id, origin_id, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_version (
     org_key TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, channel TEXT NOT NULL,
     first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, downloads INTEGER NOT NULL, human INTEGER NOT NULL,
@@ -63,10 +64,12 @@ FOLD_STATEMENTS = (
                               maintenance = maintenance + excluded.maintenance
     """,
     """
-    INSERT OR IGNORE INTO org_source
-    SELECT DISTINCT org_key, day, signal, substr(endpoint_id, 1, 16), substr(coalesce(origin_id, ''), 1, 16),
-           automation
+    INSERT INTO org_source
+    SELECT org_key, signal, substr(endpoint_id, 1, 16), substr(coalesce(origin_id, ''), 1, 16),
+           automation, max(day)
     FROM temp.batch WHERE endpoint_id IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT DO UPDATE SET last_day = max(last_day, excluded.last_day)
     """,
     """
     INSERT INTO org_version
@@ -100,6 +103,11 @@ class Aggregator:
         self.db = state
         self.rules = rules
         self.enricher = enricher
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != STATE_VERSION:
+            # the state is derived data: an older layout is dropped and rebuilt by a full run
+            for table in (*AGGREGATE_TABLES, "scores", "stage_timeline", "meta"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            self.db.execute(f"PRAGMA user_version = {STATE_VERSION}")
         self.db.executescript(STATE_SCHEMA)
         self.touched: set[str] = set()
         self.db.execute("ATTACH DATABASE ? AS ev", (f"file:{events_path.resolve()}?mode=ro",))

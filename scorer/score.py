@@ -263,13 +263,13 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     as_of_text = day_text(as_of)
     src = db.execute(
         "SELECT count(DISTINCT endpoint_id), count(DISTINCT origin_id) FROM org_source "
-        "WHERE org_key = ? AND day BETWEEN ? AND ?",
+        "WHERE org_key = ? AND last_day BETWEEN ? AND ?",
         (org.key, cutoff30, as_of_text),
     ).fetchone()
     sources_by_signal = dict(
         db.execute(
             "SELECT signal, count(DISTINCT endpoint_id) FROM org_source WHERE org_key = ? "
-            "AND day BETWEEN ? AND ? AND automation = '' GROUP BY signal",
+            "AND last_day BETWEEN ? AND ? AND automation = '' GROUP BY signal",
             (org.key, cutoff90, as_of_text),
         ).fetchall()
     )
