@@ -41,21 +41,27 @@ def day_text(index: int) -> str:
     return dt.date.fromordinal(index).isoformat()
 
 
-@dataclass
+@dataclass(slots=True)
 class Day:
-    """Human activity on one day (automated events are kept apart)."""
+    """Human activity on one day (automated events only add their weighted points)."""
 
     downloads: int = 0
     docs: int = 0
-    website: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    web_low: int = 0
+    web_medium: int = 0
+    web_high: int = 0
     telemetry: int = 0
     links: int = 0
     maintenance: int = 0
     points: float = 0.0
 
     @property
+    def website(self) -> int:
+        return self.web_low + self.web_medium + self.web_high
+
+    @property
     def page_views(self) -> int:
-        return self.docs + sum(self.website.values())
+        return self.docs + self.web_low + self.web_medium + self.web_high
 
     @property
     def any(self) -> bool:
@@ -74,59 +80,69 @@ class OrgData:
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     automated: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     channels: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    packages: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _org_filter(only: set[str] | None) -> tuple[str, list[str]]:
+    if only is None:
+        return "org_key != ?", [UNATTRIBUTED]
+    keys = sorted(only)
+    return f"org_key IN ({','.join('?' for _ in keys) or 'NULL'})", keys
 
 
 def load_orgs(
     db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[str] | None = None
 ) -> dict[str, OrgData]:
+    """Per organisation and day, summed in SQL (points weighted and classified there too)."""
     orgs: dict[str, OrgData] = {}
     for key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
         if only is None or key in only:
             orgs[key] = OrgData(key, name, kind, domain, confidence or 0.0, source)
-    factor = float(rules["automation"]["factor"])
-    rows = db.execute(
-        "SELECT org_key, day, package, signal, value_class, channel, automation, events, maintenance "
-        "FROM org_day WHERE day <= ? AND org_key != ? ORDER BY org_key, day",
-        (day_text(as_of_day), UNATTRIBUTED),
-    )
-    if only is not None:
-        keys = sorted(only)
-        marks = ",".join("?" for _ in keys) or "NULL"
-        rows = db.execute(
-            "SELECT org_key, day, package, signal, value_class, channel, automation, events, maintenance "
-            f"FROM org_day WHERE day <= ? AND org_key IN ({marks}) ORDER BY org_key, day",
-            (day_text(as_of_day), *keys),
-        )
-    for key, day, package, signal, value_class, channel, automation, events, maintenance in rows:
+    where, keys = _org_filter(only)
+    until = day_text(as_of_day)
+    p = rules["points"]
+    pv = p["page_view"]
+    human = "automation = ''"
+    sql = f"""
+        SELECT org_key, day,
+            sum(CASE WHEN {human} AND signal = 'download' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'docs' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'website' AND value_class NOT IN ('medium', 'high') THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'website' AND value_class = 'medium' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'website' AND value_class = 'high' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'telemetry' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'link_click' THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = 'docs' THEN maintenance ELSE 0 END),
+            sum(events * (CASE WHEN {human} THEN 1.0 ELSE ? END) * (CASE signal
+                WHEN 'download' THEN ? WHEN 'telemetry' THEN ? WHEN 'link_click' THEN ?
+                WHEN 'docs' THEN (CASE value_class WHEN 'high' THEN ? WHEN 'medium' THEN ? ELSE ? END)
+                WHEN 'website' THEN (CASE value_class WHEN 'high' THEN ? WHEN 'medium' THEN ? ELSE ? END)
+                ELSE 0 END))
+        FROM org_day WHERE day <= ? AND {where} GROUP BY org_key, day
+    """  # fmt: skip
+    params = [
+        float(rules["automation"]["factor"]), p["download"], p["telemetry"], p["link_click"],
+        pv["high"], pv["medium"], pv["low"], pv["high"], pv["medium"], pv["low"], until, *keys,
+    ]  # fmt: skip
+    for key, day, dl, docs, low, medium, high, tm, links, maint, points in db.execute(sql, params):
         org = orgs.get(key)
-        if org is None:
-            continue
-        d = org.days.setdefault(day_index(day), Day())
-        kind = {"download": "download", "docs": "page_view", "website": "page_view"}.get(
-            signal, signal
+        if org is not None:
+            org.days[day_index(day)] = Day(
+                dl, docs, low, medium, high, tm, links, maint, points or 0.0
+            )
+    grouped = (
+        ("totals", "signal", "1"),
+        ("automated", "automation", "automation != ''"),
+        ("channels", "channel", "signal = 'download'"),
+    )
+    for attr, column, condition in grouped:
+        rows = db.execute(
+            f"SELECT org_key, {column}, sum(events) FROM org_day WHERE day <= ? AND {where} "
+            f"AND {condition} GROUP BY 1, 2",
+            [until, *keys],
         )
-        weight = factor if automation else 1.0
-        d.points += rules.points(kind, value_class) * events * weight
-        org.totals[signal] += events
-        if signal == "download":
-            org.channels[channel] += events
-            if package:
-                org.packages[package]
-        if automation:
-            org.automated[automation] += events
-            continue
-        if signal == "download":
-            d.downloads += events
-        elif signal == "docs":
-            d.docs += events
-            d.maintenance += maintenance
-        elif signal == "website":
-            d.website[value_class or "low"] += events
-        elif signal == "telemetry":
-            d.telemetry += events
-        elif signal == "link_click":
-            d.links += events
+        for key, value, count in rows:
+            if key in orgs:
+                getattr(orgs[key], attr)[value] = count
     return orgs
 
 
@@ -307,11 +323,11 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     docs_span = (docs_days[-1] - docs_days[0]) if docs_days else 0
     docs_sources = sources_by_signal.get("docs", 0)
     maint = w.count(as_of, 90, "maintenance")
-    web7 = sum(sum(d.website.values()) for d in w.span(as_of, 7))
-    web30 = [d.website for d in w.span(as_of, 30)]
-    web30_total = sum(sum(x.values()) for x in web30)
-    web30_medium = sum(x.get("medium", 0) + x.get("high", 0) for x in web30)
-    web30_high = sum(x.get("high", 0) for x in web30)
+    web7 = sum(d.website for d in w.span(as_of, 7))
+    web30 = w.span(as_of, 30)
+    web30_total = sum(d.website for d in web30)
+    web30_medium = sum(d.web_medium + d.web_high for d in web30)
+    web30_high = sum(d.web_high for d in web30)
     tm_days = [i for i in w.active if i <= as_of and w.days[i].telemetry]
     tm30 = w.count(as_of, 30, "telemetry")
     tm_sources = sources_by_signal.get("telemetry", 0)
