@@ -40,6 +40,6 @@ if ! .venv-mitm/bin/python -c 'import mitmproxy, gateway' >/dev/null 2>&1; then
     "$(find_mitm_python)" -m venv .venv-mitm
     .venv-mitm/bin/python -m pip install -q -e '.[mitmproxy]'
 fi
-"$PYTHON" -m ruff check gateway tests bench addons
-"$PYTHON" -m ruff format --check gateway tests bench addons
+"$PYTHON" -m ruff check gateway scorer tests bench addons
+"$PYTHON" -m ruff format --check gateway scorer tests bench addons
 exec "$PYTHON" -m pytest -q "$@"

@@ -52,14 +52,13 @@ async def _load(port: int, total: int, stop_after: int, on_threshold) -> tuple[i
     return answered, failed
 
 
-def test_sigterm_under_load_loses_no_answered_event(start_gateway):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_under_load_loses_no_answered_event(start_gateway, sig):
     gw = start_gateway(CONFIG)
-    answered, failed = asyncio.run(
-        _load(gw.port, 10_000, 4_000, lambda: gw.proc.send_signal(signal.SIGTERM))
-    )
+    answered, failed = asyncio.run(_load(gw.port, 10_000, 4_000, lambda: gw.proc.send_signal(sig)))
     assert gw.proc.wait(60) in (
         0,
-        -signal.SIGTERM,
+        -sig,
     )  # uvicorn re-raises the signal after a clean shutdown
     print(f"answered={answered} failed={failed}")
     assert answered >= 4_000
@@ -71,8 +70,12 @@ def test_sigterm_under_load_loses_no_answered_event(start_gateway):
 
 def test_sigkill_loses_at_most_the_unflushed_batch(start_gateway):
     """SIGKILL cannot flush: the loss is bounded by what arrived since the last write."""
-    gw = start_gateway(CONFIG.replace("[[routes]]", "[events]\nflush_interval = 0.05\n\n[[routes]]"))
-    answered, _ = asyncio.run(_load(gw.port, 6_000, 5_000, lambda: gw.proc.send_signal(signal.SIGKILL)))
+    gw = start_gateway(
+        CONFIG.replace("[[routes]]", "[events]\nflush_interval = 0.05\n\n[[routes]]")
+    )
+    answered, _ = asyncio.run(
+        _load(gw.port, 6_000, 5_000, lambda: gw.proc.send_signal(signal.SIGKILL))
+    )
     gw.proc.wait(30)
     stored = len(gw.rows())
     lost = answered - stored
