@@ -91,12 +91,13 @@ class GatewayProcess:
         *,
         extra_args: tuple[str, ...] = (),
         adapter: str = "asgi",
+        db_on: Path | None = None,
         **env: str,
     ) -> None:
         self.workdir = workdir
         self.config = workdir / "routes.toml"
         self.config.write_text(config_text)
-        self.db = workdir / "events.sqlite3"
+        self.db = (db_on or workdir) / "events.sqlite3"
         self.port = free_port()
         self.log = workdir / "gateway.log"
         self._log_fh = open(self.log, "w")  # noqa: SIM115 - closed in stop()

@@ -85,3 +85,75 @@ def test_deleted_database_is_recreated(start_gateway):
     httpx.get(gw.url + "/c/after")
     rows = gw.wait_rows(1, timeout=10)
     assert [json.loads(r["vars"])["n"] for r in rows] == ["after"]
+
+
+def test_full_filesystem_then_recovery(start_gateway, tmp_path):
+    """The database on a tiny tmpfs that fills up: requests go on, writes resume after."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        gw = start_gateway(CONFIG.format(queue=100_000), db_on=mount)
+        httpx.get(gw.url + "/c/warm")
+        gw.wait_rows(1)
+        filler = mount / "filler"
+        with open(filler, "wb") as fh:  # fill every remaining block
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        slowest = 0.0
+        with httpx.Client() as client:
+            for n in range(400):
+                started = time.perf_counter()
+                assert client.get(f"{gw.url}/c/{n}?pad={'x' * 200}").status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+        time.sleep(1)
+        assert slowest < 0.5
+        assert metric(gw, "events_write_errors_total") >= 1
+        filler.unlink()
+        rows = gw.wait_rows(401, timeout=20)
+        assert len(rows) == 401 and metric(gw, "events_dropped_total") == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_concurrent_readers_never_block_the_gateway(start_gateway):
+    """sqlite3 CLI readers holding read transactions while the gateway writes."""
+    import subprocess
+
+    gw = start_gateway(CONFIG.format(queue=100_000))
+    httpx.get(gw.url + "/c/warm")
+    gw.wait_rows(1)
+    readers = [
+        subprocess.Popen(
+            ["sqlite3", str(gw.db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    for reader in readers:  # open a read transaction and keep it open
+        reader.stdin.write("BEGIN; SELECT count(*) FROM events;\n")
+        reader.stdin.flush()
+    slowest = 0.0
+    with httpx.Client() as client:
+        for n in range(1000):
+            started = time.perf_counter()
+            assert client.get(f"{gw.url}/c/{n}").status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+    rows = gw.wait_rows(1001, timeout=10)
+    assert len(rows) == 1001 and slowest < 0.5
+    outputs = []
+    for reader in readers:  # the snapshot they hold still shows the old count
+        out, _ = reader.communicate(
+            "SELECT count(*) FROM events; COMMIT; SELECT count(*) FROM events;\n", timeout=30
+        )
+        outputs.append(out.split())
+    assert all(o[0] == o[1] == "1" and o[2] == "1001" for o in outputs), outputs
