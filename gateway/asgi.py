@@ -30,6 +30,10 @@ ASGIApp = Any
 
 __all__ = ["GatewayApp", "GatewayMiddleware", "create_app"]
 
+# uvicorn's httptools parser sets no limit on header size; a gateway must.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 200
+
 
 class GatewayApp:
     """An ASGI application serving the routes of one configuration."""
@@ -120,7 +124,17 @@ class GatewayApp:
             return
         if not gateway.started:
             await gateway.startup()  # servers without lifespan support
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        raw_headers = scope["headers"]
+        if (
+            len(raw_headers) > MAX_HEADER_COUNT
+            or sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES
+        ):
+            gateway.count("bad_request_total")
+            await _respond(
+                send, text_response(431, "request header fields too large"), scope["method"]
+            )
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers]
         host = ""
         hosts = 0
         for name, value in headers:

@@ -414,3 +414,12 @@ def test_duplicate_host_header_is_400(gw):
     status, _, body = raw_request(gw.port, "/tool/1.0/tool-linux-amd64.tar.gz", host="get.test",
                                   extra="Host: evil.test\r\n")  # fmt: skip
     assert status == 400 and b"Host" in body
+
+
+def test_oversized_requests_get_4xx(gw):
+    big = "X-Big: " + "b" * 100_000 + "\r\n"
+    assert raw_request(gw.port, "/counted/a", extra=big)[0] == 431
+    many = "".join(f"X-{n}: y\r\n" for n in range(500))
+    assert raw_request(gw.port, "/counted/a", extra=many)[0] == 431
+    assert raw_request(gw.port, "/counted/" + "a" * 200_000)[0] in (400, 414)
+    assert get(gw, "/counted/ok").status_code == 200  # still serving
