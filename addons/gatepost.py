@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
 import httpx
 from mitmproxy import ctx, http
 
+from gateway.asgi import resolve_safely
 from gateway.config import load_config
 from gateway.core import NOT_FOUND, Gateway, Outcome
 from gateway.decisions import Deferred, Proxy, ReadBody, Redirect, Respond
@@ -146,7 +147,7 @@ class Gatepost:
         decision = outcome.decision
         if type(decision) is Deferred:
             assert self.client is not None
-            decision = await decision.resolve(self.client)
+            decision = await resolve_safely(decision, self.client, outcome.event)
         if type(decision) is Proxy:
             _retarget(flow, request, decision)
             flow.metadata[META] = (outcome, started)

@@ -19,6 +19,7 @@ import httpx
 from .config import Config, load_config
 from .core import NOT_FOUND, Gateway
 from .decisions import Deferred, Proxy, ReadBody, Redirect, Respond
+from .events import Event
 from .kinds.base import text_response
 from .proxy import execute_proxy, make_client
 from .request import Request
@@ -175,7 +176,7 @@ class GatewayApp:
         decision, event = outcome.decision, outcome.event
         try:
             if type(decision) is Deferred:
-                decision = await decision.resolve(self.client)
+                decision = await resolve_safely(decision, self.client, event)
             if type(decision) is Redirect:
                 await send(
                     {
@@ -201,6 +202,18 @@ class GatewayApp:
                 for extra in outcome.more:
                     extra.duration_ms = event.duration_ms
                     gateway.record(extra)
+
+
+async def resolve_safely(decision: Deferred, client: httpx.AsyncClient, event: Event | None):
+    """Run a kind's upstream work; a bug or an unexpected upstream answer becomes a 502,
+    logged with its traceback and recorded, never a 500 or a lost event."""
+    try:
+        return await decision.resolve(client)
+    except Exception:
+        log.exception("route handler failed")
+        if event is not None:
+            event.status, event.outcome = 502, "error"
+        return text_response(502, "bad gateway")
 
 
 async def _read_body(request: Request, receive: Any, limit: int) -> Respond | None:
