@@ -29,12 +29,10 @@ from mitmproxy import ctx, http
 
 from gateway.asgi import resolve_safely
 from gateway.config import load_config
-from gateway.core import NOT_FOUND, Gateway, Outcome
+from gateway.core import DUPLICATE_HOST, NOT_FOUND, Gateway, body_too_large
 from gateway.decisions import Deferred, Proxy, ReadBody, Redirect, Respond
-from gateway.events import Event
 from gateway.identity import load_or_create_key
-from gateway.kinds.base import text_response
-from gateway.proxy import FORWARD_REQUEST_HEADERS, VIA, make_client
+from gateway.proxy import VIA, make_client, upstream_request_headers
 from gateway.request import Request
 
 log = logging.getLogger("gateway.mitm")
@@ -117,7 +115,7 @@ class Gatepost:
             return
         if len(req.headers.get_all("host")) > 1:  # RFC 9112: several Host fields → invalid
             gateway.count("bad_request_total")
-            flow.response = _response(text_response(400, "bad request: more than one Host header"))
+            flow.response = _response(DUPLICATE_HOST)
             return
         request = Request(
             method=req.method,
@@ -137,9 +135,7 @@ class Gatepost:
             body = req.raw_content or b""
             if len(body) > outcome.decision.limit:
                 gateway.count("body_too_large_total")
-                flow.response = _response(
-                    text_response(413, f"request body larger than {outcome.decision.limit} bytes")
-                )
+                flow.response = _response(body_too_large(outcome.decision.limit))
                 return
             request.body = body
             outcome = gateway.handle(request)
@@ -157,7 +153,7 @@ class Gatepost:
         else:
             assert isinstance(decision, Respond)
             flow.response = _response(decision)
-        self._record(outcome, started)
+        self.gateway.record(outcome, started)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         found = flow.metadata.get(META)
@@ -186,7 +182,7 @@ class Gatepost:
             outcome.event.status = flow.response.status_code
             if outcome.event.bytes_sent is None:
                 outcome.event.bytes_sent = 0
-        self._record(outcome, started)
+        self.gateway.record(outcome, started)
 
     def error(self, flow: http.HTTPFlow) -> None:
         found = flow.metadata.pop(META, None)
@@ -202,16 +198,7 @@ class Gatepost:
             else:
                 outcome.event.status = 504 if timed_out else 502
                 outcome.event.outcome = "upstream_timeout" if timed_out else "upstream_error"
-        self._record(outcome, started)
-
-    def _record(self, outcome: Outcome, started: float) -> None:
-        assert self.gateway is not None
-        events: tuple[Event, ...] = outcome.events()
-        duration = (time.perf_counter() - started) * 1000
-        for event in events:
-            if event.duration_ms is None:
-                event.duration_ms = duration
-            self.gateway.record(event)
+        self.gateway.record(outcome, started)
 
 
 def _response(answer: Respond) -> http.Response:
@@ -228,20 +215,10 @@ def _retarget(flow: http.HTTPFlow, request: Request, decision: Proxy) -> None:
     req.host = target.hostname or ""
     req.port = target.port or (443 if target.scheme == "https" else 80)
     req.path = (target.path or "/") + (f"?{target.query}" if target.query else "")
-    kept = [
-        (k, v)
-        for k, v in request.headers
-        if k in FORWARD_REQUEST_HEADERS and k not in decision.headers
-    ]
     req.headers.clear()
-    for k, v in kept:
+    for k, v in upstream_request_headers(request, decision.headers):
         req.headers.add(k, v)
-    if "accept-encoding" not in req.headers:
-        req.headers["accept-encoding"] = "identity"
-    for k, v in decision.headers.items():
-        req.headers[k] = v
     req.headers["host"] = target.netloc
-    req.headers["via"] = VIA
 
 
 addons = [Gatepost()]

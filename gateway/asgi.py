@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from .config import Config, load_config
-from .core import NOT_FOUND, Gateway
+from .core import DUPLICATE_HOST, NOT_FOUND, Gateway, body_too_large
 from .decisions import Deferred, Proxy, ReadBody, Redirect, Respond
 from .events import Event
 from .kinds.base import text_response
@@ -144,9 +144,7 @@ class GatewayApp:
                 hosts += 1
         if hosts > 1:  # RFC 9112: a request with several Host fields is invalid
             gateway.count("bad_request_total")
-            await _respond(
-                send, text_response(400, "bad request: more than one Host header"), scope["method"]
-            )
+            await _respond(send, DUPLICATE_HOST, scope["method"])
             return
         client = scope.get("client")
         request = Request(
@@ -168,7 +166,9 @@ class GatewayApp:
         if type(outcome.decision) is ReadBody:
             refusal = await _read_body(request, receive, outcome.decision.limit)
             if refusal is not None:
-                gateway.count("body_too_large_total")
+                gateway.count(
+                    "body_too_large_total" if refusal.status == 413 else "bad_request_total"
+                )
                 await _respond(send, refusal, request.method)
                 return
             outcome = gateway.handle(request)
@@ -195,13 +195,7 @@ class GatewayApp:
                 assert isinstance(decision, Respond)
                 await _respond(send, decision, request.method)
         finally:
-            if event is not None:
-                if event.duration_ms is None:
-                    event.duration_ms = (time.perf_counter() - started) * 1000
-                gateway.record(event)
-                for extra in outcome.more:
-                    extra.duration_ms = event.duration_ms
-                    gateway.record(extra)
+            gateway.record(outcome, started)
 
 
 async def resolve_safely(decision: Deferred, client: httpx.AsyncClient, event: Event | None):
@@ -218,7 +212,7 @@ async def resolve_safely(decision: Deferred, client: httpx.AsyncClient, event: E
 
 async def _read_body(request: Request, receive: Any, limit: int) -> Respond | None:
     """Read the request body into ``request.body``; a 413 answer when it exceeds ``limit``."""
-    too_large = text_response(413, f"request body larger than {limit} bytes")
+    too_large = body_too_large(limit)
     declared = request.header("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +20,7 @@ from .config import Config
 from .decisions import Decision, Respond
 from .events import Event
 from .identity import ClientAddress, Identifier, load_or_create_key
-from .kinds.base import Route, method_not_allowed
+from .kinds.base import Route, method_not_allowed, text_response
 from .metrics import Metrics
 from .request import Request, normalize_host
 from .router import Router
@@ -35,6 +37,13 @@ MAX_HEADER_FIELD = 1024
 DECISION_CACHE_SIZE = 8192  # user agents and referers are truncated to this on events
 
 _host = lru_cache(maxsize=1024)(normalize_host)
+
+# Answers both adapters give before any route is involved.
+DUPLICATE_HOST = text_response(400, "bad request: more than one Host header")
+
+
+def body_too_large(limit: int) -> Respond:
+    return text_response(413, f"request body larger than {limit} bytes")
 
 
 @dataclass(slots=True)
@@ -133,44 +142,41 @@ class Gateway:
             cached = self._decisions.get(key)
             if cached is not None:
                 route, values, decision = cached
-                if request.method not in route.methods:
-                    self.metrics.inc("method_not_allowed_total")
-                    return Outcome(method_not_allowed(route), None, route)
-                event = route.make_event(request, values, decision, self)
             else:
                 found = self.router.match(host, request.path, request.query)
                 if found is None:
                     self.metrics.inc("unmatched_total")
                     return None
-                route, values = found.route, found.values
-                if request.method not in route.methods:
-                    self.metrics.inc("method_not_allowed_total")
-                    return Outcome(method_not_allowed(route), None, route)
-                if route.cacheable:
-                    decision = route.decide(request, values, self)
-                    if len(self._decisions) >= DECISION_CACHE_SIZE:
-                        self._decisions.clear()
-                    self._decisions[key] = (route, values, decision)
-                    event = route.make_event(request, values, decision, self)
-                else:
-                    decision, event = route.handle(request, values, self)
+                route, values, decision = found.route, found.values, None
+            if request.method not in route.methods:
+                self.metrics.inc("method_not_allowed_total")
+                return Outcome(method_not_allowed(route), None, route)
+            if decision is None and route.cacheable:
+                decision = route.decide(request, values, self)
+                if len(self._decisions) >= DECISION_CACHE_SIZE:
+                    self._decisions.clear()
+                self._decisions[key] = (route, values, decision)
+            if decision is not None:
+                event = route.make_event(request, values, decision, self)
+            else:
+                decision, event = route.handle(request, values, self)
         except UnsafeValue as exc:
             self.metrics.inc("refused_total")
             log.warning("refused %s %s: %s", request.method, request.path[:200], exc)
-            return Outcome(Respond(400, f"bad request: {exc}\n".encode(), _TEXT))
-        if type(event) is list:
-            for each in event:
-                self.annotate(each, request)
+            return Outcome(text_response(400, f"bad request: {exc}"))
+        if type(event) is list:  # several events (telemetry batches)
+            self.annotate(event, request)
             return Outcome(decision, event[0] if event else None, route, tuple(event[1:]))
         if event is not None:
-            self.annotate(event, request)
+            self.annotate((event,), request)
         return Outcome(decision, event, route)
 
     def count(self, name: str) -> None:
         self.metrics.inc(name)
 
-    def annotate(self, event: Event, request: Request) -> None:
-        """Copy what the event needs from the request: agent, referer, DNT, client address."""
+    def annotate(self, events: Sequence[Event], request: Request) -> None:
+        """Copy what events need from the request (agent, referer, DNT, client address),
+        read once however many events the request produced."""
         ua = referer = None
         dnt = False
         for name, value in request.headers:
@@ -182,12 +188,22 @@ class Gateway:
                 dnt = dnt or value.strip() == "1"
         if not dnt and "do_not_track=1" in request.query:
             dnt = True
-        event.user_agent = ua
-        event.referer = referer
-        event.dnt = dnt
-        event.adapter = self.adapter
-        event.client_ip = self.client_address.resolve(request.client_ip, request.headers)
+        client_ip = self.client_address.resolve(request.client_ip, request.headers)
+        for event in events:
+            event.user_agent = ua
+            event.referer = referer
+            event.dnt = dnt
+            event.adapter = self.adapter
+            event.client_ip = client_ip
 
-    def record(self, event: Event) -> None:
-        """Queue a completed event; never blocks, never raises."""
-        self.sink.put(event)
+    def record(self, outcome: Outcome, started: float) -> None:
+        """Queue the request's events; never blocks, never raises.
+
+        ``started`` is the ``time.perf_counter()`` at arrival: events whose executor did not
+        time them (everything but streamed answers) get the time until now.
+        """
+        duration = (time.perf_counter() - started) * 1000
+        for event in outcome.events():
+            if event.duration_ms is None:
+                event.duration_ms = duration
+            self.sink.put(event)

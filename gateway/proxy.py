@@ -61,8 +61,8 @@ def upstream_request_headers(request: Request, extra: dict[str, str]) -> list[tu
     headers = [
         (k, v) for k, v in request.headers if k in FORWARD_REQUEST_HEADERS and k not in extra
     ]
-    if not any(k == "accept-encoding" for k, _ in headers):
-        headers.append(("accept-encoding", "identity"))
+    if "accept-encoding" not in extra and not any(k == "accept-encoding" for k, _ in headers):
+        headers.append(("accept-encoding", "identity"))  # never a body the client did not ask for
     headers.extend(extra.items())
     headers.append(("via", VIA))
     return headers
