@@ -15,7 +15,7 @@ from ..config import RouteTable
 from ..decisions import Decision, Respond
 from ..events import Event
 from ..request import Request, normalize_host
-from ..templates import PathTemplate, TemplateError
+from ..templates import PathTemplate, TemplateError, normalize_raw_path
 
 COMMON_KEYS = frozenset({"id", "kind", "host", "package", "event"})
 
@@ -178,6 +178,17 @@ class PrefixPlacement:
 
     def identity(self) -> tuple:
         return (type(self).__name__, self.prefix)
+
+
+def read_prefix(table: RouteTable, key: str, default: str) -> str:
+    """A literal path prefix, canonical and ending in "/" (prefix and pypi routes)."""
+    prefix = table.str(key, default)
+    assert prefix is not None
+    if not prefix.startswith("/") or "{" in prefix or "<" in prefix or "?" in prefix:
+        raise table.error(
+            key, f"{key} must be a literal path prefix starting with '/', like {default}"
+        )
+    return normalize_raw_path(prefix.rstrip("/") + "/")
 
 
 def compile_path(table: RouteTable, default: str | None = None) -> PathTemplate:

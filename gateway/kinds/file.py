@@ -124,12 +124,18 @@ class FileKind:
     keys = COMMON_KEYS | TARGET_KEYS | {"path"}
     default_event = "download"
 
+    route_class: type[FileRoute] = FileRoute
+
+    def check(self, table: RouteTable) -> None:
+        """Kind-specific rules on the table, before the target is read (none for files)."""
+
     def build(self, table: RouteTable, common: dict) -> Route:
         template = compile_path(table)
+        self.check(table)
         reserved = BUILTIN_VARIABLES & set(template.variables)
         if reserved:
             raise table.error("path", f"{{{reserved.pop()}}} is a built-in variable name")
         options = read_target(table, frozenset(template.variables))
         if options["target"] is None and "event" not in table.data:
             common["event_type"] = "hit"
-        return FileRoute(template=template, **common, **options)
+        return self.route_class(template=template, **common, **options)

@@ -14,8 +14,8 @@ from ..config import RouteTable
 from ..decisions import Decision
 from ..events import Event
 from ..request import Request
-from .base import COMMON_KEYS, Route, RouteContext, compile_path
-from .file import BUILTIN_VARIABLES, TARGET_KEYS, FileRoute, read_target
+from .base import RouteContext
+from .file import FileKind, FileRoute
 
 CAMPAIGN_PREFIX = "utm_"
 
@@ -45,21 +45,15 @@ class LinkRoute(FileRoute):
         return event
 
 
-class LinkKind:
+class LinkKind(FileKind):
     name = "link"
-    keys = COMMON_KEYS | TARGET_KEYS | {"path"}
     default_event = "link_click"
+    route_class = LinkRoute
 
-    def build(self, table: RouteTable, common: dict) -> Route:
-        template = compile_path(table)
+    def check(self, table: RouteTable) -> None:
         if "target" not in table.data:
             raise table.error(None, "missing required key 'target'")
         if "status" not in table.data:
             table.data["status"] = 302
         if table.data.get("mode", "redirect") != "redirect":
             raise table.error("mode", "links always redirect")
-        reserved = BUILTIN_VARIABLES & set(template.variables)
-        if reserved:
-            raise table.error("path", f"{{{reserved.pop()}}} is a built-in variable name")
-        options = read_target(table, frozenset(template.variables))
-        return LinkRoute(template=template, **common, **options)

@@ -185,21 +185,17 @@ class OciRoute(Route):
                 reference,
                 "pull" if method == "GET" else "pull_check",
             )
-            event.upstream = mapping.upstream.manifest_url(upstream_repo, reference)
+            url = mapping.upstream.manifest_url(upstream_repo, reference)
+            event.upstream = url
             if method == "GET":
                 event.bytes_sent = 0  # the manifest's size, once known
-            return Deferred(
-                lambda c: self._manifest(
-                    c, request, mapping, public, upstream_repo, reference, event
-                )
-            ), event
+            return Deferred(lambda c: self._manifest(c, request, url, public, event)), event
         if endpoint == "blobs":
             if not DIGEST.fullmatch(reference):
                 return oci_error(
                     404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": reference}
                 ), None
             event = self._event(request, mapping, public, upstream_repo, reference, "blob")
-            event.upstream = mapping.upstream.blob_url(upstream_repo, reference)
             return self._blob(request, mapping, upstream_repo, reference, event), event
         if endpoint == "tags" and reference == "list":
             return Deferred(lambda c: self._tags(c, request, mapping, public, upstream_repo)), None
@@ -259,17 +255,8 @@ class OciRoute(Route):
         return ok
 
     async def _manifest(
-        self,
-        client: httpx.AsyncClient,
-        request: Request,
-        mapping: Mapping,
-        public: str,
-        upstream_repo: str,
-        reference: str,
-        event: Event,
+        self, client: httpx.AsyncClient, request: Request, url: str, public: str, event: Event
     ) -> Respond:
-        url = mapping.upstream.manifest_url(upstream_repo, reference)
-        event.upstream = url
         headers = [
             *self.forward_headers(request, "accept", "if-none-match"),
             ("accept-encoding", "identity"),

@@ -14,8 +14,8 @@ from ..config import RouteTable
 from ..decisions import Decision
 from ..events import Event
 from ..request import Request
-from ..templates import TargetTemplate, check_rest_value, normalize_raw_path
-from .base import COMMON_KEYS, PrefixPlacement, Route, RouteContext
+from ..templates import TargetTemplate, check_rest_value
+from .base import COMMON_KEYS, PrefixPlacement, Route, RouteContext, read_prefix
 from .file import TARGET_KEYS, TargetRoute, read_target
 
 
@@ -54,10 +54,7 @@ class PrefixKind:
     default_event = "download"
 
     def build(self, table: RouteTable, common: dict) -> Route:
-        prefix = table.str("prefix", "/")
-        assert prefix is not None
-        if not prefix.startswith("/") or "{" in prefix or "<" in prefix or "?" in prefix:
-            raise table.error("prefix", "prefix must be a literal path starting with '/'")
+        prefix = read_prefix(table, "prefix", "/")
         if "target" not in table.data:
             raise table.error(None, "missing required key 'target'")
         source = table.str("target")
@@ -72,5 +69,4 @@ class PrefixKind:
             table.data["target"] = source
         target: TargetTemplate = options["target"]
         target.source = source
-        canonical = normalize_raw_path(prefix.rstrip("/") + "/")
-        return PrefixRoute(prefix=canonical, **common, **options)
+        return PrefixRoute(prefix=prefix, **common, **options)

@@ -38,9 +38,17 @@ from ..simple_index import (
     render_root,
     render_root_json,
 )
-from ..templates import UnsafeValue, check_segment_value, normalize_raw_path
+from ..templates import check_segment_value
 from ..useragent import installer_details
-from .base import COMMON_KEYS, Events, PrefixPlacement, Route, RouteContext, text_response
+from .base import (
+    COMMON_KEYS,
+    Events,
+    PrefixPlacement,
+    Route,
+    RouteContext,
+    read_prefix,
+    text_response,
+)
 
 UPSTREAM_ACCEPT = f"{JSON_V1}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tgz")
@@ -278,10 +286,7 @@ class PypiKind:
     default_event = "download"
 
     def build(self, table: RouteTable, common: dict) -> Route:
-        prefix = table.str("path", "/simple/")
-        assert prefix is not None
-        if not prefix.startswith("/") or "{" in prefix or "<" in prefix or "?" in prefix:
-            raise table.error("path", "path must be a literal prefix such as /simple/")
+        prefix = read_prefix(table, "path", "/simple/")
         upstream = table.str("upstream", required=True)
         assert upstream is not None
         if not upstream.startswith(("http://", "https://")):
@@ -294,12 +299,8 @@ class PypiKind:
             raise table.error("cache_seconds", "cache_seconds must be 0 or more")
         if "package" in table.data:
             raise table.error("package", "pypi routes record the project name as the package")
-        try:
-            canonical = normalize_raw_path(prefix.rstrip("/") + "/")
-        except UnsafeValue as exc:  # pragma: no cover - literal prefixes are safe
-            raise table.error("path", str(exc)) from None
         return PypiRoute(
-            prefix=canonical,
+            prefix=prefix,
             upstream=upstream.rstrip("/") + "/",
             projects=frozenset(normalize_name(p) for p in projects),
             files=table.choice("files", ("redirect", "proxy"), "redirect"),
