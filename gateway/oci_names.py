@@ -124,18 +124,6 @@ class Namespaces:
                 return mapping, mapping.upstream_repo(public)
         return None
 
-    def to_public(self, upstream_repo: str, registry: str) -> str | None:
-        """Reverse lookup (for tag-list bodies and scopes)."""
-        for mapping in [*self.exact.values(), *self.wildcards]:
-            if mapping.upstream.registry != registry:
-                continue
-            up = mapping.upstream.repository
-            if not mapping.wildcard and up == upstream_repo:
-                return mapping.public
-            if mapping.wildcard and upstream_repo.startswith(up[:-1]):
-                return mapping.public[:-1] + upstream_repo[len(up) - 1 :]
-        return None
-
 
 # --------------------------------------------------------------------------- challenges
 

@@ -30,9 +30,6 @@ class Request:
                 return value
         return None
 
-    def header_values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name]
-
 
 def normalize_host(host: str | None) -> str:
     """``Get.Acme.Dev:8443`` → ``get.acme.dev``; ``[::1]:80`` → ``::1``."""

@@ -40,7 +40,6 @@ class SinkStats:
     written: int = 0
     dropped: int = 0
     write_errors: int = 0
-    batches: int = 0
 
 
 def _prepare(path: Path) -> None:
@@ -203,7 +202,6 @@ class EventSink:
                 assert self._conn is not None
                 await self._insert(self._conn, rows)
                 self.stats.written += len(rows)
-                self.stats.batches += 1
                 return
             except (sqlite3.Error, OSError, ValueError) as exc:
                 self.stats.write_errors += 1

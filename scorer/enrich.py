@@ -55,10 +55,6 @@ class Organisation:
     confidence: float
     source: str
 
-    @property
-    def label(self) -> str:
-        return confidence_label(self.confidence)
-
 
 def confidence_label(value: float) -> str:
     return "high" if value >= 0.75 else "medium" if value >= 0.5 else "low"
