@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from .config import DEFAULT_CONFIG, Config, load_config
 from .errors import ConfigError
 from .logs import setup_logging
+from .tables import text_table
 
 log = logging.getLogger("gateway.cli")
 
@@ -147,18 +148,11 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[dict[str, str]], columns: list[str]) -> str:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def check(config: Config) -> int:
     rows = [{**r.describe(), "line": str(r.line or "")} for r in config.routes]
     print(f"{config.path}: OK, {len(rows)} routes")
     if rows:
-        print(_table(rows, ["line", "id", "kind", "host", "path", "target", "package"]))
+        print(text_table(rows, ["line", "id", "kind", "host", "path", "target", "package"]))
     return 0
 
 
@@ -197,7 +191,7 @@ def explain(config: Config, url: str, method: str) -> int:
         Request(method, host, path, parts.query, [("host", host)], None, parts.scheme or "http")
     )
     assert outcome is not None
-    print(f"winner: {route.id}: {_why(route, tried)}")
+    print(f"winner: {route.id}: {_why(tried)}")
     print(f"decision: {_describe_decision(outcome.decision)}")
     return 0
 
@@ -254,7 +248,7 @@ def pixel_snippet(config: Config, pixel_id: str, base_url: str | None) -> int:
     return 0
 
 
-def _why(route, tried) -> str:  # type: ignore[no-untyped-def]
+def _why(tried: list) -> str:
     if len(tried) == 1:
         return "the only candidate that matched"
     return "first matching route in precedence order (earlier candidates did not match)"

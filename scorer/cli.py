@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.store import open_readonly
+from gateway.tables import text_table
+
 from .enrich import Enricher, EnrichmentError
 from .rules import RulesError, load_rules
 from .run import as_of_ts, parse_as_of, score
@@ -127,7 +130,7 @@ def _score(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignore
     )
     rows = [_org_row(rank, doc) for rank, doc in enumerate(result.organisations[: args.limit], 1)]
     if rows:
-        print(_table(rows))
+        print(text_table(rows))
     return 0
 
 
@@ -149,14 +152,6 @@ def _org_row(rank: int, doc: dict[str, Any]) -> dict[str, Any]:
         "last seen": doc["last_seen"],
         "flags": " ".join(flags),
     }
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    out = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    out += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(line.rstrip() for line in out)
 
 
 def _export(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignore[no-untyped-def]
@@ -190,7 +185,7 @@ def _export(args, db: Path, state: Path, rules, enricher) -> int:  # type: ignor
 def _readonly(db: Path) -> sqlite3.Connection:
     if not db.exists():
         raise FileNotFoundError(f"{db}: no event store here")
-    conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
+    conn = open_readonly(db)
     conn.row_factory = sqlite3.Row
     return conn
 
