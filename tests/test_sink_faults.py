@@ -27,6 +27,17 @@ def metric(gw, name: str) -> int:
     raise KeyError(name)
 
 
+def slowest_of(gw, count: int, suffix: str = "") -> float:
+    """Send ``count`` requests to /c/<n>; all must succeed; the longest one in seconds."""
+    slowest = 0.0
+    with httpx.Client() as client:
+        for n in range(count):
+            started = time.perf_counter()
+            assert client.get(f"{gw.url}/c/{n}{suffix}").status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
 def hold_write_lock(db) -> sqlite3.Connection:
     conn = sqlite3.connect(db, isolation_level=None, timeout=10)
     conn.execute("BEGIN EXCLUSIVE")
@@ -38,12 +49,7 @@ def test_locked_database_delays_writes_but_not_requests(start_gateway):
     httpx.get(gw.url + "/c/warm")
     gw.wait_rows(1)
     lock = hold_write_lock(gw.db)
-    slowest = 0.0
-    with httpx.Client() as client:
-        for n in range(300):
-            started = time.perf_counter()
-            assert client.get(f"{gw.url}/c/{n}").status_code == 200
-            slowest = max(slowest, time.perf_counter() - started)
+    slowest = slowest_of(gw, 300)
     time.sleep(6)  # longer than SQLite's busy timeout: the writer must retry, not give up
     assert slowest < 0.5, f"a request waited {slowest:.2f}s on the locked database"
     assert metric(gw, "events_write_errors_total") >= 1
@@ -114,12 +120,7 @@ def test_full_filesystem_then_recovery(start_gateway, tmp_path):
                     fh.flush()
             except OSError:
                 pass
-        slowest = 0.0
-        with httpx.Client() as client:
-            for n in range(400):
-                started = time.perf_counter()
-                assert client.get(f"{gw.url}/c/{n}?pad={'x' * 200}").status_code == 200
-                slowest = max(slowest, time.perf_counter() - started)
+        slowest = slowest_of(gw, 400, "?pad=" + "x" * 200)
         time.sleep(1)
         assert slowest < 0.5
         assert metric(gw, "events_write_errors_total") >= 1
@@ -150,12 +151,7 @@ def test_concurrent_readers_never_block_the_gateway(start_gateway):
     for reader in readers:  # open a read transaction and keep it open
         reader.stdin.write("BEGIN; SELECT count(*) FROM events;\n")
         reader.stdin.flush()
-    slowest = 0.0
-    with httpx.Client() as client:
-        for n in range(1000):
-            started = time.perf_counter()
-            assert client.get(f"{gw.url}/c/{n}").status_code == 200
-            slowest = max(slowest, time.perf_counter() - started)
+    slowest = slowest_of(gw, 1000)
     rows = gw.wait_rows(1001, timeout=10)
     assert len(rows) == 1001 and slowest < 0.5
     outputs = []
