@@ -78,17 +78,27 @@ def pyenv(tmp_path_factory) -> Path:
     return target
 
 
-def pip_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+# pip reports `"ci": true` in its User-Agent when any of these is set (pip's looks_like_ci).
+PIP_CI_VARIABLES = ("BUILD_BUILDID", "BUILD_ID", "CI", "PIP_IS_CI")
+
+
+def pip_env(**extra: str) -> dict[str, str]:
+    """The environment pip runs in: no site config, no CI markers unless a test adds them."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIP_") and k not in PIP_CI_VARIABLES
+    }
     env["PIP_CONFIG_FILE"] = os.devnull
+    env.update(extra)
     return env
 
 
-def pip(env_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def pip(env_dir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [str(env_dir / "bin" / "python"), "-m", "pip", "--isolated", "--disable-pip-version-check",
          "--no-cache-dir", *args],
-        capture_output=True, text=True, env=pip_env(), timeout=180,
+        capture_output=True, text=True, env=pip_env(**extra_env), timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -108,7 +118,8 @@ def test_pip_install_then_upgrade_with_hash_checking(gw, index, pyenv, tmp_path)
     req.write_text(f"acme-tool==1.0 --hash=sha256:{wheel.sha256}\n")
     pip(pyenv, "install", "--index-url", f"{gw.url}/simple/", "--require-hashes", "-r", str(req))
     assert installed_version(pyenv) == "1.0"
-    pip(pyenv, "install", "--index-url", f"{gw.url}/simple/", "--upgrade", "acme-tool")
+    # The upgrade runs as a CI job would: pip says so in its User-Agent, the event keeps it.
+    pip(pyenv, "install", "--index-url", f"{gw.url}/simple/", "--upgrade", "acme-tool", CI="true")
     assert installed_version(pyenv) == "1.1"
 
     downloads = gw.wait_rows(2, where="type = 'download'")
@@ -116,7 +127,7 @@ def test_pip_install_then_upgrade_with_hash_checking(gw, index, pyenv, tmp_path)
         ("acme-tool", "1.0"),
         ("acme-tool", "1.1"),
     ]
-    for row in downloads:
+    for row, in_ci in zip(downloads, (False, True), strict=True):
         data = json.loads(row["data"])
         assert (
             data["filetype"] == "wheel"
@@ -124,7 +135,7 @@ def test_pip_install_then_upgrade_with_hash_checking(gw, index, pyenv, tmp_path)
             and data["platform_tag"] == "any"
         )
         assert (
-            data["installer"] == "pip" and data["ci"] is False and data["python"].startswith("3.")
+            data["installer"] == "pip" and data["ci"] is in_ci and data["python"].startswith("3.")
         )
         assert row["client_kind"] == "pip" and row["status"] == 307 and row["route_id"] == "py"
         assert row["upstream"].startswith(index[0] + "/files/")
