@@ -1,6 +1,9 @@
 """Import speed: 1M generated combined-format log lines through ``gateway import``.
 
-python bench/import.py [--lines 1000000] [--json out.json]
+Two runs: every line from a new client (worst case for the id caches), then clients drawn
+from a pool with a long tail, as real access logs have.
+
+python bench/import.py [--lines 1000000] [--clients 20000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -39,37 +42,63 @@ path = "/ping/{package}/{version}"
 """
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+def write_log(path: Path, lines: int, clients: int) -> None:
+    """Time-ordered combined-format lines, two a second; ``clients=0`` gives every line a
+    new random address (the worst case: no client is ever seen twice), otherwise addresses
+    come from a pool of that size with a long tail, as in real logs."""
     rng = random.Random(7)
+    pool = [
+        f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        for _ in range(clients)
+    ]
+    start = 1_772_366_400  # 2026-03-01T12:00:00Z
+    with path.open("w") as fh:
+        for n in range(lines):
+            if pool:
+                ip = pool[min(int(rng.paretovariate(1.2)) - 1, clients - 1)]
+            else:
+                ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(start + n // 2))
+            path_ = rng.choice(
+                [f"/tool/1.{rng.randrange(9)}/tool-{rng.choice(['linux', 'mac'])}.tar.gz", "/px/docs.png",
+                 f"/ping/tool/1.{rng.randrange(9)}", "/unmatched"]
+            )  # fmt: skip
+            fh.write(f'{ip} - - [{when}] "GET {path_} HTTP/1.1" '
+                     f'307 0 "https://docs.acme.dev/" "curl/8.{n % 7}"\n')  # fmt: skip
+
+
+def run(lines: int, clients: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         log = work / "access.log"
-        with log.open("w") as fh:
-            for n in range(args.lines):
-                ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-                second = n % 60
-                path = rng.choice(
-                    [f"/tool/1.{rng.randrange(9)}/tool-{rng.choice(['linux', 'mac'])}.tar.gz", "/px/docs.png",
-                     f"/ping/tool/1.{rng.randrange(9)}", "/unmatched"]
-                )  # fmt: skip
-                fh.write(f'{ip} - - [01/Mar/2026:12:{n // 60 % 60:02d}:{second:02d} +0000] "GET {path} HTTP/1.1" '
-                         f'307 0 "https://docs.acme.dev/" "curl/8.{n % 7}"\n')  # fmt: skip
+        write_log(log, lines, clients)
         config = parse_config(CONFIG, str(work / "routes.toml"))
         config.server.data_dir = work
         importer = Importer(config, work / "events.sqlite3", default_host="get.acme.dev")
         started = time.perf_counter()
         report = importer.run([str(log)], "combined")
         seconds = time.perf_counter() - started
-    summary = {
+    return {
+        "clients": clients or "every line new",
         "lines": report.lines,
         "imported": report.imported,
         "unmatched": report.unmatched,
         "seconds": round(seconds, 2),
         "lines_per_second": round(report.lines / seconds),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=20_000,
+                        help="size of the client pool of the second run (the first has none)")  # fmt: skip
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    runs = [run(args.lines, 0), run(args.lines, args.clients)]
+    summary = {
+        "runs": runs,
+        "lines_per_second": runs[0]["lines_per_second"],
         "date": time.strftime("%Y-%m-%d"),
     }
     emit(summary, args.json)

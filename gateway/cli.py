@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -206,7 +207,7 @@ def import_logs(config: Config, args: argparse.Namespace) -> int:
     except LineError as exc:
         print(f"error: {exc} (--strict)", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     lines = list(iter_report(report))

@@ -60,15 +60,18 @@ class RowBuilder:
     def __init__(self, identifier: Identifier) -> None:
         self._ids = identifier
 
+    def client_columns(
+        self, ip: str | None, user_agent: str | None, dnt: bool
+    ) -> tuple[str | None, str | None, str | None]:
+        """(network, endpoint_id, origin_id) — all three empty under DNT/GPC."""
+        if dnt or not ip:
+            return None, None, None
+        ids = self._ids
+        return network_prefix(ip), ids.endpoint_id(ip), ids.origin_id(ip, user_agent)
+
     def row(self, e: Event) -> tuple:
         kind, kind_version = classify(e.user_agent)
-        ip = e.client_ip
-        if e.dnt or not ip:
-            network = endpoint = origin = None
-        else:
-            network = network_prefix(ip)
-            endpoint = self._ids.endpoint_id(ip)
-            origin = self._ids.origin_id(ip, e.user_agent)
+        network, endpoint, origin = self.client_columns(e.client_ip, e.user_agent, e.dnt)
         return (
             iso_utc(e.ts), e.type, e.adapter, e.host, e.route_id, e.route_kind, e.package,
             e.version, _json(e.vars), e.method, e.path, e.query, e.status, e.bytes_sent,

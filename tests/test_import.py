@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -186,3 +187,88 @@ def test_malformed_unmatched_strict_stdin_and_privacy(start_gateway, registry, t
     assert (
         ":1: bad ts" in err and ":2: expected a JSON object" in err and ":3: request target" in err
     )
+
+
+def test_each_line_fills_its_own_columns(tmp_path):
+    """Lines of one request shape share the core's decision, never their time, client ids,
+    status, size or DNT: every stored row equals the row the core makes of that line alone."""
+    from gateway.config import parse_config
+    from gateway.importer import Importer, ImportReport, parse_jsonl
+    from gateway.store import COLUMNS
+
+    streamed = """
+[[routes]]
+id = "mirror"
+host = "m.test"
+path = "/m/{+file}"
+target = "https://downloads.example.org/{+file}"
+mode = "proxy"
+"""
+    text = CONFIG.format(REG="127.0.0.1:9") + streamed
+    config = parse_config(text, str(tmp_path / "routes.toml"))
+    config.server.data_dir = tmp_path
+    shapes = [
+        ("get.test", "/tool/1.2/tool-linux.tar.gz", {"user_agent": UA, "referer": REF}),
+        ("px.test", "/px/docs.png", {"user_agent": UA, "referer": REF}),
+        ("t.test", "/ping/tool/1.2?os=linux", {"user_agent": "tool/1.2"}),
+        ("cr.test", "/v2/acme/hello/blobs/sha256:" + "a" * 64, {"user_agent": "skopeo/1.9"}),
+        ("m.test", "/m/tool-1.2.tar.gz", {"user_agent": UA}),
+    ]
+    lines = []
+    for n in range(40):
+        host, path, extra = shapes[n % len(shapes)]
+        doc = {"ts": 1772366400 + n * 37, "ip": f"198.51.{n % 3}.{n}", "host": host, "path": path,
+               "status": 200 + n % 2, "bytes": n * 10, **extra}  # fmt: skip
+        if n % 5 == 0:
+            doc["dnt"] = "1"
+        if n % 7 == 0:
+            doc["ip"] = f"2001:db8:{n}::1"
+        lines.append(json.dumps(doc))
+    log = tmp_path / "access.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    importer = Importer(config, tmp_path / "e.sqlite3", default_host="get.test")
+    report = importer.run([str(log)], "jsonl")
+    assert report.imported == 40 and report.unmatched == 0
+    full = list(sqlite3.connect(tmp_path / "e.sqlite3").execute(
+        f"SELECT id, {', '.join(COLUMNS)} FROM events ORDER BY id"))  # fmt: skip
+    stored = [r[1:-1] for r in full]
+    # the source hash is part of the store's contract: files imported by older versions
+    # must not come in twice
+    assert [r[-1] for r in full] == [
+        hashlib.sha256(f"0:0:{line}".encode()).hexdigest()[:32] for line in lines
+    ]
+    direct = [
+        importer.rows.row(event)[:-1]
+        for line in lines
+        for event in importer.events_for(parse_jsonl(line, "get.test"), ImportReport())
+    ]
+    assert stored == direct
+    assert (
+        len({r[COLUMNS.index("endpoint_id")] for r in stored if r[COLUMNS.index("dnt")] == 0}) == 32
+    )
+    assert all(r[COLUMNS.index("network")] is None for r in stored if r[COLUMNS.index("dnt")] == 1)
+    sizes = [r[COLUMNS.index("bytes_sent")] for r in stored if r[COLUMNS.index("host")] == "m.test"]
+    assert sizes == [n * 10 for n in range(4, 40, 5)]
+
+
+def test_version_1_store_is_migrated_and_stays_idempotent(tmp_path):
+    from gateway.store import MIGRATIONS, open_store
+
+    db = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(db)
+    old.executescript(MIGRATIONS[1] + "PRAGMA user_version=1;")
+    old.execute(
+        "INSERT INTO events (ts, type, adapter, host, method, path, status, source_hash) "
+        "VALUES ('2026-03-01T12:00:00.000Z', 'download', 'import', 'h', 'GET', '/', 200, 'abc')"
+    )
+    old.commit()
+    old.close()
+    conn = open_store(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "events_source" in names and "events_source_hash" not in names
+    again = conn.execute(
+        "INSERT OR IGNORE INTO events (ts, type, adapter, host, method, path, status, source_hash) "
+        "VALUES ('2026-03-01T12:00:00.000Z', 'download', 'import', 'h', 'GET', '/', 200, 'abc')"
+    )
+    assert again.rowcount == 0 and conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
