@@ -40,6 +40,14 @@ if ! .venv-mitm/bin/python -c 'import mitmproxy, gateway' >/dev/null 2>&1; then
     "$(find_mitm_python)" -m venv .venv-mitm
     .venv-mitm/bin/python -m pip install -q -e '.[mitmproxy]'
 fi
+# Dependency audit (pip-audit in its own virtualenv): fails on a known vulnerability.
+if ! .venv-audit/bin/pip-audit --version >/dev/null 2>&1; then
+    rm -rf .venv-audit
+    "$PYTHON" -m venv .venv-audit
+    .venv-audit/bin/python -m pip install -q pip-audit
+fi
+"$PYTHON" tests/audit_dependencies.py .venv-audit/bin/pip-audit "$PYTHON" .venv-mitm/bin/python
+
 "$PYTHON" -m ruff check gateway scorer tests bench addons
 "$PYTHON" -m ruff format --check gateway scorer tests bench addons
 exec "$PYTHON" -m pytest -q "$@"
