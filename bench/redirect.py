@@ -25,9 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import emit  # noqa: E402
 from servers import clean_env, free_port, wait_http  # noqa: E402
 
 TARGET = "https://github.com/acme/tool{n}/releases/download/v{version}/tool-{os}.tar.gz"
@@ -44,6 +47,39 @@ async def redirect(request):
 
 app = Starlette(routes=[Route("/{{path:path}}", redirect)])
 """
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 307 {location}; }}
+    }}
+}}
+"""
+
+
+class Load(NamedTuple):
+    rps: float
+    total: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def write_config(directory: Path, n_routes: int) -> Path:
@@ -82,10 +118,9 @@ end
 """
 
 
-def load(
-    port: int, seconds: float, connections: int, script: Path | None = None
-) -> tuple[float, int]:
-    """(requests/s, total requests) from wrk or the Python fallback."""
+def load(port: int, seconds: float, connections: int, script: Path | None = None) -> Load:
+    """Requests/s, total requests and latency percentiles from wrk (or the Python fallback,
+    which measures no latency)."""
     url = f"http://127.0.0.1:{port}{REQUEST_PATH}"
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     if shutil.which("wrk"):
@@ -99,13 +134,15 @@ def load(
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         if non2xx:
             raise RuntimeError(f"{non2xx.group(1)} unexpected responses:\n{out}")
-        return rps, total
+        p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+        p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+        return Load(rps, total, p50 and _ms(p50.group(1)), p99 and _ms(p99.group(1)))
     out = subprocess.run(
         pin + [sys.executable, str(Path(__file__).with_name("loadgen.py")), url, str(seconds), str(connections)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     result = json.loads(out)
-    return result["rps"], result["total"]
+    return Load(result["rps"], result["total"], None, None)
 
 
 def main() -> int:
@@ -119,6 +156,7 @@ def main() -> int:
         "--scenario", choices=("same", "distinct"), default="same",
         help="same URL every time (decision cache hits) or a new URL per request",
     )  # fmt: skip
+    parser.add_argument("--no-nginx", action="store_true", help="skip the nginx anchor")
     args = parser.parse_args()
 
     uvicorn_opts = ["--loop", "uvloop", "--http", "httptools", "--no-access-log",
@@ -133,60 +171,70 @@ def main() -> int:
                 parser.error("--scenario distinct needs wrk")
             script = work / "distinct.lua"
             script.write_text(DISTINCT_LUA)
-        results: dict[str, list[float]] = {"bare": [], "gateway": []}
-        totals = {"gateway": 0}
+        contestants = ["bare", "gateway"]
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        if nginx and not args.no_nginx:
+            contestants.insert(0, "nginx")
+        loads: dict[str, list[Load]] = {name: [] for name in contestants}
+        answered = 0
         for _ in range(args.rounds):
-            for name in ("bare", "gateway"):
+            for name in contestants:
                 port = free_port()
-                if name == "bare":
-                    cmd = [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "bare_app:app",
-                        "--port",
-                        str(port),
-                        *uvicorn_opts,
-                    ]
+                if name == "nginx":
+                    conf = work / "nginx.conf"
+                    conf.write_text(NGINX_CONF.format(work=work, port=port, location=LOCATION))
+                    cmd = [nginx, "-c", str(conf), "-p", str(work)]
+                elif name == "bare":
+                    cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
+                           *uvicorn_opts]  # fmt: skip
                 else:
                     cmd = [sys.executable, "-m", "gateway", "--log-level", "WARNING", "serve",
                            "--config", str(config), "--db", str(work / "events.sqlite3"),
                            "--port", str(port), "--host", "127.0.0.1"]  # fmt: skip
                 proc = start(cmd, port, work)
                 try:
-                    _, warm = load(port, 1, args.connections, script)  # warm-up
-                    rps, total = load(port, args.seconds, args.connections, script)
+                    warm = load(port, 1, args.connections, script)  # warm-up
+                    measured = load(port, args.seconds, args.connections, script)
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(60)
-                results[name].append(rps)
+                loads[name].append(measured)
                 if name == "gateway":
-                    totals["gateway"] += total + warm
+                    answered += measured.total + warm.total
         with sqlite3.connect(work / "events.sqlite3") as conn:
             recorded = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    bare = statistics.median(results["bare"])
-    gw = statistics.median(results["gateway"])
+    med = {name: statistics.median(x.rps for x in runs) for name, runs in loads.items()}
     summary = {
         "routes": args.routes,
         "scenario": args.scenario,
-        "bare_starlette_rps": round(bare),
-        "gateway_rps": round(gw),
-        "ratio": round(gw / bare, 3),
-        "rounds": {k: [round(v) for v in vs] for k, vs in results.items()},
-        "gateway_requests_answered": totals["gateway"],
+        "bare_starlette_rps": round(med["bare"]),
+        "gateway_rps": round(med["gateway"]),
+        "ratio": round(med["gateway"] / med["bare"], 3),
+        "nginx_rps": round(med["nginx"]) if "nginx" in med else None,
+        "ratio_to_nginx": round(med["gateway"] / med["nginx"], 3) if "nginx" in med else None,
+        "latency_ms": {
+            name: {"p50": _median_of(runs, "p50_ms"), "p99": _median_of(runs, "p99_ms")}
+            for name, runs in loads.items()
+        },
+        "rounds": {name: [round(x.rps) for x in runs] for name, runs in loads.items()},
+        "gateway_requests_answered": answered,
         "gateway_events_recorded": recorded,
         "load_generator": "wrk" if shutil.which("wrk") else "bench/loadgen.py",
         "date": time.strftime("%Y-%m-%d"),
     }
-    print(json.dumps(summary, indent=2))
-    if not totals["gateway"] <= recorded <= totals["gateway"] + 2 * args.rounds * args.connections:
-        print(
-            f"ERROR: {recorded} events for {totals['gateway']} answered requests", file=sys.stderr
-        )
+    emit(summary, args.json)
+    # wrk does not count answers still in flight when it stops: at most one per connection
+    if not answered <= recorded <= answered + 2 * args.rounds * args.connections:
+        print(f"ERROR: {recorded} events for {answered} answered requests", file=sys.stderr)
         return 1
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _median_of(runs: list[Load], field: str) -> float | None:
+    values = [getattr(x, field) for x in runs if getattr(x, field) is not None]
+    return round(statistics.median(values), 3) if values else None
 
 
 if __name__ == "__main__":

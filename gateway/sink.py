@@ -192,7 +192,10 @@ class EventSink:
             await self._maybe_checkpoint()
 
     async def _write_with_retry(self, batch: list[Event]) -> None:
-        rows = [self._rows.row(e) for e in batch]
+        rows: list[tuple] = []
+        for start in range(0, len(batch), WRITE_CHUNK):  # rows cost ~8 µs each: yield between
+            rows.extend(map(self._rows.row, batch[start : start + WRITE_CHUNK]))
+            await asyncio.sleep(0)
         delay = 0.05
         while True:
             try:
