@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -78,6 +79,15 @@ def run(lines: int, clients: int) -> dict:
         started = time.perf_counter()
         report = importer.run([str(log)], "combined")
         seconds = time.perf_counter() - started
+        stored = (
+            sqlite3.connect(work / "events.sqlite3")
+            .execute("SELECT count(*) FROM events")
+            .fetchone()[0]
+        )
+    if report.imported + report.unmatched != lines or stored != report.imported:
+        raise RuntimeError(
+            f"{lines} lines: {report.imported} imported ({stored} stored), {report.unmatched} unmatched"
+        )
     return {
         "clients": clients or "every line new",
         "lines": report.lines,

@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # Debian packages used by the tests (real servers and clients on loopback).
-APT_PACKAGES="sqlite3 curl chromium docker-registry skopeo podman docker.io containerd"
+APT_PACKAGES="sqlite3 curl chromium docker-registry skopeo podman docker.io containerd wrk nginx-light"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
