@@ -38,18 +38,22 @@ def referer_domain(referer: str | None) -> str | None:
     return host or None
 
 
+# Built once: json.dumps() with options builds a new encoder on every call (3.1 µs vs 2.0 µs).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def _json(value: dict | None) -> str:
     if not value:
         return "{}"
     try:
         return _json_items(tuple(value.items()))
     except TypeError:  # unhashable values (lists in telemetry payloads)
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _encode(value)
 
 
 @lru_cache(maxsize=4096)
 def _json_items(items: tuple) -> str:
-    return json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False, default=str)
+    return _encode(dict(items))
 
 
 class RowBuilder:
