@@ -29,10 +29,17 @@ from mitmproxy import ctx, http
 
 from gateway.asgi import resolve_safely
 from gateway.config import load_config
-from gateway.core import DUPLICATE_HOST, NOT_FOUND, Gateway, body_too_large
+from gateway.core import (
+    DUPLICATE_HOST,
+    HEADERS_TOO_LARGE,
+    NOT_FOUND,
+    Gateway,
+    body_too_large,
+    headers_too_large,
+)
 from gateway.decisions import Deferred, Proxy, ReadBody, Redirect, Respond
 from gateway.identity import load_or_create_key
-from gateway.proxy import VIA, make_client, upstream_request_headers
+from gateway.proxy import UPSTREAM_SITE_HEADERS, VIA, make_client, upstream_request_headers
 from gateway.request import Request
 
 log = logging.getLogger("gateway.mitm")
@@ -113,6 +120,10 @@ class Gatepost:
         if builtin is not None:
             flow.response = _response(builtin)
             return
+        if headers_too_large(req.headers.fields):
+            gateway.count("bad_request_total")
+            flow.response = _response(HEADERS_TOO_LARGE)
+            return
         if len(req.headers.get_all("host")) > 1:  # RFC 9112: several Host fields → invalid
             gateway.count("bad_request_total")
             flow.response = _response(DUPLICATE_HOST)
@@ -169,7 +180,7 @@ class Gatepost:
             return chunk
 
         flow.response.stream = count  # stream: never buffer the body in memory
-        for name in ("set-cookie", "server", "alt-svc"):
+        for name in UPSTREAM_SITE_HEADERS:
             flow.response.headers.pop(name, None)
         flow.response.headers["via"] = VIA
 

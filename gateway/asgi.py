@@ -17,7 +17,14 @@ from urllib.parse import quote
 import httpx
 
 from .config import Config, load_config
-from .core import DUPLICATE_HOST, NOT_FOUND, Gateway, body_too_large
+from .core import (
+    DUPLICATE_HOST,
+    HEADERS_TOO_LARGE,
+    NOT_FOUND,
+    Gateway,
+    body_too_large,
+    headers_too_large,
+)
 from .decisions import Deferred, Proxy, ReadBody, Redirect, Respond
 from .events import Event
 from .kinds.base import text_response
@@ -32,8 +39,6 @@ ASGIApp = Any
 __all__ = ["GatewayApp", "GatewayMiddleware", "create_app"]
 
 # uvicorn's httptools parser sets no limit on header size; a gateway must.
-MAX_HEADER_BYTES = 64 * 1024
-MAX_HEADER_COUNT = 200
 
 
 class GatewayApp:
@@ -126,14 +131,9 @@ class GatewayApp:
         if not gateway.started:
             await gateway.startup()  # servers without lifespan support
         raw_headers = scope["headers"]
-        if (
-            len(raw_headers) > MAX_HEADER_COUNT
-            or sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES
-        ):
+        if headers_too_large(raw_headers):
             gateway.count("bad_request_total")
-            await _respond(
-                send, text_response(431, "request header fields too large"), scope["method"]
-            )
+            await _respond(send, HEADERS_TOO_LARGE, scope["method"])
             return
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers]
         host = ""

@@ -40,6 +40,16 @@ _host = lru_cache(maxsize=1024)(normalize_host)
 
 # Answers both adapters give before any route is involved.
 DUPLICATE_HOST = text_response(400, "bad request: more than one Host header")
+HEADERS_TOO_LARGE = text_response(431, "request header fields too large")
+MAX_HEADER_BYTES = 64 * 1024  # all names and values together
+MAX_HEADER_COUNT = 200
+
+
+def headers_too_large(fields: Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]]) -> bool:
+    """Over the limits the gateway accepts (RFC 6585 431), whatever the server allowed."""
+    return len(fields) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in fields) > (
+        MAX_HEADER_BYTES
+    )
 
 
 def body_too_large(limit: int) -> Respond:

@@ -37,7 +37,10 @@ HOP_BY_HOP = frozenset(
         "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection",
     }
 )  # fmt: skip
-DROP_RESPONSE_HEADERS = HOP_BY_HOP | {"set-cookie", "server", "date", "alt-svc"}
+# What describes the upstream's site rather than the gateway's answer: never passed on.
+UPSTREAM_SITE_HEADERS = frozenset({"set-cookie", "server", "alt-svc"})
+# The ASGI server frames the answer and dates it itself (mitmproxy keeps framing and date).
+DROP_RESPONSE_HEADERS = HOP_BY_HOP | UPSTREAM_SITE_HEADERS | {"date"}
 VIA = "1.1 gatepost"
 
 

@@ -195,3 +195,15 @@ def test_addon_as_forward_proxy(tmp_path, upstream):
 
     rows = sqlite3.connect(db).execute("SELECT host, route_id, adapter FROM events").fetchall()
     assert rows == [("get.test", "release", "mitmproxy")]
+
+
+def test_oversized_headers_are_431(gw):
+    from servers import raw_request
+
+    big = "X-Big: " + "b" * 70_000 + "\r\n"
+    many = "".join(f"X-{n}: y\r\n" for n in range(300))
+    for extra in (big, many):
+        status, _, _ = raw_request(gw.port, "/installed/tool/1", host="get.test", extra=extra)
+        assert status == 431
+    assert httpx.get(gw.url + "/installed/tool/2", headers={"host": "get.test"}).status_code == 200
+    assert [r["version"] for r in gw.wait_rows(1)] == ["2"]
