@@ -423,3 +423,19 @@ def test_oversized_requests_get_4xx(gw):
     assert raw_request(gw.port, "/counted/a", extra=many)[0] == 431
     assert raw_request(gw.port, "/counted/" + "a" * 200_000)[0] in (400, 414)
     assert get(gw, "/counted/ok").status_code == 200  # still serving
+
+
+def test_absolute_form_target_cannot_steer_the_answer(gw, upstream):
+    """uvicorn hands the app only the path of an absolute-form target: the Host header
+    routes, and the foreign authority appears nowhere — not in the answer, not in the event."""
+    status, headers, _ = raw_request(gw.port, "http://evil.test/tool/1.0/tool-linux-amd64.tar.gz",
+                                     host="get.test")  # fmt: skip
+    assert status == 307 and headers["location"].startswith(upstream.url + "/")
+    for target in (
+        "http://get.test@evil.test/tool/1.0/x",
+        "//evil.test/tool/1.0/tool-linux-amd64.tar.gz",
+    ):
+        status, headers, _ = raw_request(gw.port, target, host="get.test")
+        assert status in (400, 404) and "evil" not in headers.get("location", "")
+    rows = gw.wait_rows(1)
+    assert all("evil" not in (r["host"] + r["path"] + (r["upstream"] or "")) for r in rows)
