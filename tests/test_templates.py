@@ -197,3 +197,30 @@ def test_100k_generated_requests_stay_on_their_origin(seed):
         test_no_request_leaves_the_target_origin.hypothesis.inner_test(
             rng.choice(PREFIXES), body, query
         )
+
+
+@pytest.mark.parametrize(
+    ("template", "matches", "misses"),
+    [
+        ("/a/b", ["/a/b"], ["/a/bc", "/a/b/", "/a", "/ab"]),
+        ("/docs/", ["/docs/"], ["/docs", "/docs/x"]),
+        ("/a/{x}", ["/a/1"], ["/ab/1", "/a/", "/a/1/2"]),
+        ("/{x}/y", ["/1/y"], ["/1/yy", "//y"]),
+        ("/a{x}/y", ["/a1/y"], ["/b1/y"]),
+        ("/a/{x}/c/{+rest}", ["/a/1/c/d/e"], ["/a/1/cc/d", "/b/1/c/d"]),
+    ],
+)
+def test_literal_prefix_and_pattern_split(template, matches, misses):
+    t = PathTemplate.compile(template)
+    for path in matches:
+        assert t.match(path, "") is not None, path
+    for path in misses:
+        assert t.match(path, "") is None, path
+
+
+def test_routes_of_one_shape_share_their_compiled_pattern():
+    one = PathTemplate.compile("/pkg1/{version}/tool-{os}.tar.gz")
+    two = PathTemplate.compile("/pkg2/{version}/tool-{os}.tar.gz")
+    assert one.tail is two.tail and one.prefix == "/pkg1/" and two.prefix == "/pkg2/"
+    assert two.match("/pkg2/1.0/tool-linux.tar.gz", "") == {"version": "1.0", "os": "linux"}
+    assert one.match("/pkg2/1.0/tool-linux.tar.gz", "") is None

@@ -153,7 +153,7 @@ class TemplatePlacement:
 
     def identity(self) -> tuple:
         t = self._t()
-        return (t.regex.pattern, tuple(sorted((q.key, q.pattern.pattern) for q in t.query)))
+        return (t.regex_text, tuple(sorted((q.key, q.pattern.pattern) for q in t.query)))
 
     def pattern(self) -> str:
         return self._t().source
