@@ -12,7 +12,9 @@ import datetime as dt
 import sqlite3
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -33,10 +35,12 @@ STAGE_RANK = {
 LEVELS = ("none", "good", "better", "best")
 
 
+@lru_cache(maxsize=8192)
 def day_index(day: str) -> int:
     return dt.date.fromisoformat(day).toordinal()
 
 
+@lru_cache(maxsize=8192)
 def day_text(index: int) -> str:
     return dt.date.fromordinal(index).isoformat()
 
@@ -169,6 +173,10 @@ class Windows:
                 self.consecutive_weeks_from = next(i for i in pv_days if _week_start(i) == b)
                 break
 
+    def cumulative(self, attr: str) -> list[int]:
+        """Running totals of ``attr`` over the active days: element k sums the first k."""
+        return self._cum[attr]
+
     def _upto(self, t: int) -> int:
         return bisect_right(self.active, t)
 
@@ -190,27 +198,65 @@ class Windows:
 
 
 def _week_start(i: int) -> int:
-    return i - dt.date.fromordinal(i).weekday()
+    """The Monday of day ``i``'s week (ordinal 1, 0001-01-01, was a Monday)."""
+    return i - (i - 1) % 7
 
 
-def normal_stage(w: Windows, t: int, rules: Rules) -> str | None:
-    first, last = w.first(t), w.last(t)
-    if first is None or last is None:
-        return None
+@dataclass(slots=True)
+class Activity:
+    """What the stage rules look at, as of one day ``t``."""
+
+    t: int
+    first: int
+    last: int
+    downloads: int  # all time up to t
+    page_views: int
+    telemetry: int
+    downloads_30: int  # in (t-30, t]
+    page_views_30: int
+    downloads_60: int
+    page_views_60: int
+    consecutive_weeks: bool  # page views in two consecutive weeks, the second by t
+
+
+def stage_for(a: Activity, rules: Rules) -> str:
+    """The journey stage the documented rules give (docs/scoring.md), inactivity aside."""
     st = rules["stages"]
-    usage_total = w.total(t, "downloads") + w.total(t, "telemetry")
-    if last - first >= st["ongoing_span_days"] and t - last < 90 and usage_total >= 1:
+    if (
+        a.last - a.first >= st["ongoing_span_days"]
+        and a.t - a.last < 90
+        and a.downloads + a.telemetry >= 1
+    ):
         return "Ongoing Usage"
-    dl30, pv30 = w.count(t, 30, "downloads"), w.count(t, 30, "page_views")
-    dl60, pv60 = w.count(t, 60, "downloads"), w.count(t, 60, "page_views")
-    if (dl30 >= st["experimentation_downloads"] and pv30 >= 1) or (dl60 >= 1 and pv60 >= 2):
+    if (a.downloads_30 >= st["experimentation_downloads"] and a.page_views_30 >= 1) or (
+        a.downloads_60 >= 1 and a.page_views_60 >= 2
+    ):
         return "Experimentation"
-    if t - last < 30:
-        if w.total(t, "downloads") >= 1 and w.total(t, "page_views") >= 1:
-            return "Investigation"
-        if w.consecutive_weeks_from is not None and w.consecutive_weeks_from <= t:
-            return "Investigation"
+    if a.t - a.last < 30 and ((a.downloads >= 1 and a.page_views >= 1) or a.consecutive_weeks):
+        return "Investigation"
     return "Interest"
+
+
+def _activity_sweep(w: Windows, checkpoints: list[int]) -> Iterator[Activity]:
+    """The :class:`Activity` at each of the sorted ``checkpoints`` that follow some activity:
+    three pointers walk the active days once instead of a binary search per window."""
+    active, n = w.active, len(w.active)
+    dl, pv, tm = w.cumulative("downloads"), w.cumulative("page_views"), w.cumulative("telemetry")
+    cw = w.consecutive_weeks_from
+    upto = upto_30 = upto_60 = 0  # active days <= t, <= t-30, <= t-60
+    for t in checkpoints:
+        while upto < n and active[upto] <= t:
+            upto += 1
+        while upto_30 < n and active[upto_30] <= t - 30:
+            upto_30 += 1
+        while upto_60 < n and active[upto_60] <= t - 60:
+            upto_60 += 1
+        if upto == 0:
+            continue
+        yield Activity(t, active[0], active[upto - 1], dl[upto], pv[upto], tm[upto],
+                       dl[upto] - dl[upto_30], pv[upto] - pv[upto_30],
+                       dl[upto] - dl[upto_60], pv[upto] - pv[upto_60],
+                       cw is not None and cw <= t)  # fmt: skip
 
 
 def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]]:
@@ -225,16 +271,9 @@ def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]
     best_before_inactive: str | None = None
     current: str | None = None
     reached = 0
-    for t in sorted(checkpoints):
-        stage = normal_stage(w, t, rules)
-        if stage is None:
-            continue
-        last = w.last(t)
-        if (
-            reached >= STAGE_RANK["Investigation"]
-            and last is not None
-            and t - last >= inactive_days
-        ):
+    for activity in _activity_sweep(w, sorted(checkpoints)):
+        t, stage = activity.t, stage_for(activity, rules)
+        if reached >= STAGE_RANK["Investigation"] and t - activity.last >= inactive_days:
             if current != INACTIVE:
                 best_before_inactive = current
             stage = INACTIVE

@@ -278,3 +278,37 @@ def test_organisation_directory(store, tmp_path):
     )
     args[args.index(str(directory))] = str(toml_dir)
     assert "Prod (TOML)" in {d["organisation"] for d in json.loads(gateway(*args).stdout)}
+
+
+def test_timeline_sweep_reads_the_same_windows_as_binary_search():
+    """The timeline walks the active days with pointers; at every checkpoint it must see
+    exactly what the windows' binary searches report."""
+    import random
+
+    from scorer.score import Activity, Day, Windows, _activity_sweep
+
+    rng = random.Random(11)
+    for _ in range(200):
+        start = 739_000
+        days = {}
+        for _ in range(rng.randrange(1, 40)):
+            days[start + rng.randrange(0, 200)] = Day(
+                downloads=rng.randrange(3), docs=rng.randrange(2), web_low=rng.randrange(2),
+                telemetry=rng.randrange(2), links=rng.randrange(2),
+            )  # fmt: skip
+        w = Windows(days)
+        checkpoints = sorted(
+            {start - 5, *(rng.randrange(start - 10, start + 400) for _ in range(60))}
+        )
+        swept = {a.t: a for a in _activity_sweep(w, checkpoints)}
+        for t in checkpoints:
+            first, last = w.first(t), w.last(t)
+            if first is None:
+                assert t not in swept
+                continue
+            cw = w.consecutive_weeks_from
+            assert swept[t] == Activity(
+                t, first, last, w.total(t, "downloads"), w.total(t, "page_views"),
+                w.total(t, "telemetry"), w.count(t, 30, "downloads"), w.count(t, 30, "page_views"),
+                w.count(t, 60, "downloads"), w.count(t, 60, "page_views"), cw is not None and cw <= t,
+            )  # fmt: skip
