@@ -59,6 +59,12 @@ target = "{U}/garbage"
 mode = "proxy"
 
 [[routes]]
+id = "huge"
+path = "/hugeheader"
+target = "{U}/hugeheader?size=200000"
+mode = "proxy"
+
+[[routes]]
 id = "down"
 path = "/down"
 target = "http://127.0.0.1:{DEAD}/x"
@@ -170,6 +176,14 @@ def test_garbage_upstream_is_502(gw):
     assert r.status_code == 502
     (row,) = gw.wait_rows(1)
     assert row["outcome"] == "upstream_error"
+
+
+def test_oversized_upstream_header_is_502_and_serving_goes_on(gw):
+    r = httpx.get(gw.url + "/hugeheader")
+    assert r.status_code == 502 and "h" * 1000 not in r.text
+    assert httpx.get(gw.url + "/dl/after-huge", timeout=10).status_code == 200
+    rows = gw.wait_rows(2)
+    assert rows[0]["route_id"] == "huge" and rows[0]["outcome"] == "upstream_error"
 
 
 def test_truncated_upstream_aborts_client(gw):

@@ -7,6 +7,7 @@ Endpoints:
   /slow?delay=S          waits S seconds before answering
   /truncate?size=N       announces N bytes, sends half, closes the connection
   /garbage               answers bytes that are not HTTP
+  /hugeheader?size=N     a 200 whose one header line is N bytes long
   /redirect?to=PATH      302 to PATH on this server
 """
 
@@ -71,6 +72,13 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/garbage":
             self.wfile.write(b"this is not http\r\n\r\n")
             self.close_connection = True
+            return None
+        if path == "/hugeheader":
+            self.send_response(200)
+            self.send_header("X-Huge", "h" * int(q.get("size", "200000")))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
             return None
         if path == "/redirect":
             self.send_response(302)
