@@ -292,7 +292,9 @@ class Importer:
 
     def _template(self, record: LogRecord) -> _Template:
         probe = ImportReport()
-        events = self.events_for(replace(record, ip=None), probe)
+        # bytes=0, not the line's own (which may be unknown): which events record a size
+        # must not depend on the first line of a shape
+        events = self.events_for(replace(record, ip=None, bytes=0), probe)
         if probe.unmatched:
             return _UNMATCHED
         return _Template(

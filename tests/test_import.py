@@ -223,6 +223,8 @@ mode = "proxy"
             doc["dnt"] = "1"
         if n % 7 == 0:
             doc["ip"] = f"2001:db8:{n}::1"
+        if n == 4:  # the first line of the streamed shape has no size: the others still do
+            del doc["bytes"]
         lines.append(json.dumps(doc))
     log = tmp_path / "access.jsonl"
     log.write_text("\n".join(lines) + "\n")
@@ -248,7 +250,7 @@ mode = "proxy"
     )
     assert all(r[COLUMNS.index("network")] is None for r in stored if r[COLUMNS.index("dnt")] == 1)
     sizes = [r[COLUMNS.index("bytes_sent")] for r in stored if r[COLUMNS.index("host")] == "m.test"]
-    assert sizes == [n * 10 for n in range(4, 40, 5)]
+    assert sizes == [None] + [n * 10 for n in range(9, 40, 5)]
 
 
 def test_version_1_store_is_migrated_and_stays_idempotent(tmp_path):
