@@ -318,9 +318,7 @@ class Importer:
             return record.ip
         return self.gateway.client_address.resolve(record.ip, _headers(record))
 
-    def run(
-        self, names: list[str], fmt: str, *, strict: bool = False, out: TextIO = sys.stderr
-    ) -> ImportReport:
+    def run(self, names: list[str], fmt: str, *, strict: bool = False) -> ImportReport:
         parse = parse_combined if fmt == "combined" else parse_jsonl
         report = ImportReport()
         started = time.perf_counter()
