@@ -1,7 +1,8 @@
 """Import speed: 1M generated combined-format log lines through ``gateway import``.
 
-Two runs: every line from a new client (worst case for the id caches), then clients drawn
-from a pool with a long tail, as real access logs have.
+Three runs: every line from a new client (worst case for the id caches); clients drawn
+from a pool with a long tail, as real access logs have; and, a tenth of the size, every
+line with a query string of its own (no request shape repeats).
 
 python bench/import.py [--lines 1000000] [--clients 20000] [--json out.json]
 """
@@ -43,10 +44,12 @@ path = "/ping/{package}/{version}"
 """
 
 
-def write_log(path: Path, lines: int, clients: int) -> None:
+def write_log(path: Path, lines: int, clients: int, distinct_urls: bool = False) -> None:
     """Time-ordered combined-format lines, two a second; ``clients=0`` gives every line a
     new random address (the worst case: no client is ever seen twice), otherwise addresses
-    come from a pool of that size with a long tail, as in real logs."""
+    come from a pool of that size with a long tail, as in real logs.  ``distinct_urls``
+    adds a query string of its own to every line (tracking parameters, cache busters): no
+    two lines share a request shape, so the live core decides every one."""
     rng = random.Random(7)
     pool = [
         f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
@@ -64,15 +67,17 @@ def write_log(path: Path, lines: int, clients: int) -> None:
                 [f"/tool/1.{rng.randrange(9)}/tool-{rng.choice(['linux', 'mac'])}.tar.gz", "/px/docs.png",
                  f"/ping/tool/1.{rng.randrange(9)}", "/unmatched"]
             )  # fmt: skip
+            if distinct_urls:
+                path_ += f"?utm_source=s{n}"
             fh.write(f'{ip} - - [{when}] "GET {path_} HTTP/1.1" '
                      f'307 0 "https://docs.acme.dev/" "curl/8.{n % 7}"\n')  # fmt: skip
 
 
-def run(lines: int, clients: int) -> dict:
+def run(lines: int, clients: int, distinct_urls: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         log = work / "access.log"
-        write_log(log, lines, clients)
+        write_log(log, lines, clients, distinct_urls)
         config = parse_config(CONFIG, str(work / "routes.toml"))
         config.server.data_dir = work
         importer = Importer(config, work / "events.sqlite3", default_host="get.acme.dev")
@@ -90,6 +95,7 @@ def run(lines: int, clients: int) -> dict:
         )
     return {
         "clients": clients or "every line new",
+        "urls": "a new query string on every line" if distinct_urls else "29 distinct paths",
         "lines": report.lines,
         "imported": report.imported,
         "unmatched": report.unmatched,
@@ -105,7 +111,9 @@ def main() -> int:
                         help="size of the client pool of the second run (the first has none)")  # fmt: skip
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    runs = [run(args.lines, 0), run(args.lines, args.clients)]
+    # the third run is a tenth of the size: every line goes through the live core
+    runs = [run(args.lines, 0), run(args.lines, args.clients),
+            run(max(1, args.lines // 10), args.clients, distinct_urls=True)]  # fmt: skip
     summary = {
         "runs": runs,
         "lines_per_second": runs[0]["lines_per_second"],

@@ -89,7 +89,7 @@ BENCHMARKS = (
                          f"{_pct(r['ratio_full_vs_bare_scan'])} bare scan")),
     Benchmark("log import", "import.py", (), ("--lines", "5000", "--clients", "100"),
               lambda r: (f"{r['runs'][0]['lines']:,} combined-format lines through the live core",
-                         " / ".join(f"{x['lines_per_second']:,} lines/s ({_clients(x['clients'])})" for x in r["runs"]),
+                         " / ".join(f"{x['lines_per_second']:,} lines/s ({_clients(x['clients'])}{', a new URL every line' if 'query' in x['urls'] else ''})" for x in r["runs"]),
                          "—")),
 )  # fmt: skip
 

@@ -34,39 +34,54 @@ class BatchWriter:
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        self._outcome: tuple[int, int] | Exception | None = None
 
     def put(self, batch: list[tuple]) -> None:
-        if batch:
-            with contextlib.suppress(BrokenPipeError):  # the writer died: close() reports it
-                pickle.dump(batch, self._stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        """Hand a batch to the writer; when the writer has stopped on an error (a full disk,
+        say), raise that error now instead of parsing the rest of the input for nothing."""
+        if not batch:
+            return
+        try:
+            pickle.dump(batch, self._stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        except BrokenPipeError:
+            self.close()  # raises the writer's error
+            raise  # pragma: no cover - close() always raises when the writer stopped early
 
     def close(self) -> tuple[int, int]:
+        """Wait for the writer to commit what it was sent; its totals, or its error.
+        Safe to call again: the outcome of the first call is repeated."""
+        if self._outcome is None:
+            self._outcome = self._finish()
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        return self._outcome
+
+    def _finish(self) -> tuple[int, int] | Exception:
         with contextlib.suppress(BrokenPipeError):
             pickle.dump(None, self._stdin)
+        with contextlib.suppress(BrokenPipeError):
             self._stdin.close()
         answer = self._stdout.read()
         self._process.wait()
         try:
             totals = json.loads(answer)
         except ValueError:
-            raise sqlite3.Error(
+            return sqlite3.Error(
                 f"the import writer ended unexpectedly (exit {self._process.returncode})"
-            ) from None
+            )
         if totals["error"]:
-            raise sqlite3.Error(f"writing events failed: {totals['error']}")
+            return sqlite3.Error(f"writing events failed: {totals['error']}")
         return totals["imported"], totals["duplicates"]
 
 
 def write_batches(db_path: str) -> dict:
-    """One transaction per batch until ``None``; after an error, read on without writing
-    so the parent never blocks on a full pipe."""
+    """One transaction per batch until ``None``.  On an error it stops at once: the parent
+    sees its pipe close and reports the error without reading the rest of its input."""
     conn = open_store(db_path)
     conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: a whole batch's index pages stay cached
     totals = {"imported": 0, "duplicates": 0, "error": ""}
     source = sys.stdin.buffer
     while (batch := pickle.load(source)) is not None:
-        if totals["error"]:
-            continue
         try:
             before = conn.total_changes
             conn.execute("BEGIN")
@@ -76,7 +91,7 @@ def write_batches(db_path: str) -> dict:
             if conn.in_transaction:
                 conn.rollback()
             totals["error"] = str(exc)
-            continue
+            break
         added = conn.total_changes - before
         totals["imported"] += added
         totals["duplicates"] += len(batch) - added

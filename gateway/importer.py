@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TextIO
@@ -262,11 +262,18 @@ class Importer:
         self.default_host = default_host
         self._templates: dict[tuple, _Template] = {}
 
-    def events_for(self, record: LogRecord, report: ImportReport) -> list:
-        """The events the live core makes of this record, completed from the log line."""
+    def events_for(
+        self, record: LogRecord, report: ImportReport, *, shape_only: bool = False
+    ) -> list:
+        """The events the live core makes of this record, completed from the log line.
+
+        ``shape_only`` leaves out the client address and counts a size of 0 wherever a size
+        is recorded: what every line of the same request shape shares (:class:`_Template`).
+        """
         request = Request(
-            record.method, record.host, record.path, record.query, _headers(record), record.ip
-        )
+            record.method, record.host, record.path, record.query, _headers(record),
+            None if shape_only else record.ip,
+        )  # fmt: skip
         outcome = self.gateway.handle(request)
         if outcome is None:
             report.unmatched += 1
@@ -286,15 +293,13 @@ class Importer:
             # bytes are recorded where live traffic records them: streamed answers and
             # answers whose handler counts them (a handler marks those with 0 up front)
             if counts_bytes or event.bytes_sent is not None:
-                event.bytes_sent = record.bytes
+                event.bytes_sent = 0 if shape_only else record.bytes
             event.duration_ms = None
         return events
 
     def _template(self, record: LogRecord) -> _Template:
         probe = ImportReport()
-        # bytes=0, not the line's own (which may be unknown): which events record a size
-        # must not depend on the first line of a shape
-        events = self.events_for(replace(record, ip=None, bytes=0), probe)
+        events = self.events_for(record, probe, shape_only=True)
         if probe.unmatched:
             return _UNMATCHED
         return _Template(

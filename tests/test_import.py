@@ -274,3 +274,32 @@ def test_version_1_store_is_migrated_and_stays_idempotent(tmp_path):
         "VALUES ('2026-03-01T12:00:00.000Z', 'download', 'import', 'h', 'GET', '/', 200, 'abc')"
     )
     assert again.rowcount == 0 and conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
+def test_full_disk_is_a_clear_error(tmp_path):
+    """The store on a 1 MiB tmpfs: the import stops with a one-line error, no traceback,
+    and what was committed before the disk filled stays readable."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        cfg = tmp_path / "routes.toml"
+        cfg.write_text(CONFIG.format(REG="127.0.0.1:9"))
+        log = tmp_path / "access.log"
+        with log.open("w") as fh:
+            for n in range(30_000):
+                fh.write(f'198.51.100.{n % 250} - - [01/Mar/2026:12:{n // 3600 % 60:02d}:{n // 60 % 60:02d} +0000] '
+                         f'"GET /tool/1.{n}/tool-linux.tar.gz HTTP/1.1" 307 0 "{REF}" "{UA}"\n')  # fmt: skip
+        result = importer(
+            cfg, mount / "e.sqlite3", "--format", "combined", "--host", "get.test", str(log)
+        )
+        err = result.stderr.decode()
+        assert result.returncode == 2
+        assert "error: writing events failed" in err and "full" in err and "Traceback" not in err
+        conn = sqlite3.connect(mount / "e.sqlite3")
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
