@@ -41,7 +41,7 @@ class Benchmark:
     headline: Callable[[dict[str, Any]], tuple[str, str, str]]  # (measure, figures, ratio)
 
 
-def _pct(x: float) -> str:
+def _times(x: float) -> str:
     return f"{x:.2f}×"
 
 
@@ -55,38 +55,38 @@ BENCHMARKS = (
                          f"{r['gateway_rps']:,} vs {r['bare_starlette_rps']:,} req/s; nginx {r['nginx_rps'] or 0:,} req/s; "
                          f"p50/p99 {r['latency_ms']['gateway']['p50']}/{r['latency_ms']['gateway']['p99']} ms "
                          f"(bare {r['latency_ms']['bare']['p50']}/{r['latency_ms']['bare']['p99']} ms)",
-                         f"{_pct(r['ratio'])} bare; {_pct(r['ratio_to_nginx'] or 0)} nginx")),
+                         f"{_times(r['ratio'])} bare; {_times(r['ratio_to_nginx'] or 0)} nginx")),
     Benchmark("redirect (distinct URLs)", "redirect.py", ("--scenario", "distinct"),
               ("--scenario", "distinct", "--rounds", "1", "--seconds", "1", "--no-nginx"),
               lambda r: ("as above, a new URL on every request (no decision-cache hits)",
                          f"{r['gateway_rps']:,} vs {r['bare_starlette_rps']:,} req/s",
-                         f"{_pct(r['ratio'])} bare")),
+                         f"{_times(r['ratio'])} bare")),
     Benchmark("proxy streaming", "proxy.py", (), ("--mib", "8", "--rounds", "1"),
               lambda r: (f"{r['download_mib']} MiB through a proxy route vs httpx straight from the upstream",
                          f"{r['gateway_mb_per_s']} vs {r['direct_httpx_mb_per_s']} MB/s; gateway RSS "
                          f"{r['gateway_rss_mib']['before']} → peak {r['gateway_rss_mib']['peak']} MiB",
-                         _pct(r["ratio"]))),
+                         _times(r["ratio"]))),
     Benchmark("event sink", "sink.py", (), ("--events", "5000", "--rounds", "1"),
               lambda r: ("events written by the live sink vs bare executemany of prepared rows",
                          f"{r['sink_events_per_s']:,} vs {r['bare_insert_rows_per_s']:,} /s",
-                         _pct(r["ratio"]))),
+                         _times(r["ratio"]))),
     Benchmark("route matching", "routes.py", (), ("--sizes", "10,100"),
               lambda r: ("µs per match at " + ", ".join(f"{int(k):,}" for k in r["routes"]) + " routes",
                          " / ".join(str(v["us_per_match"]) for v in r["routes"].values()),
-                         f"{_pct(r['ratio_largest_vs_smallest'])} largest vs smallest")),
+                         f"{_times(r['ratio_largest_vs_smallest'])} largest vs smallest")),
     Benchmark("OCI pull", "oci.py", (), ("--rounds", "1", "--layer-mib", "2"),
               lambda r: (f"skopeo pull of a {r['layer_mib']} MiB layer, gateway vs direct",
                          ", ".join(f"{k} {v} s" for k, v in r["median_seconds"].items()),
-                         f"{_pct(r['ratio_redirect_vs_direct'])} redirected, {_pct(r['ratio_proxy_vs_direct'])} proxied")),
+                         f"{_times(r['ratio_redirect_vs_direct'])} redirected, {_times(r['ratio_proxy_vs_direct'])} proxied")),
     Benchmark("mitmproxy addon", "mitm.py", (), ("--rounds", "1", "--seconds", "1"),
               lambda r: ("mitmdump + addon vs plain mitmdump (64 MiB file, 1 KiB files)",
                          f"{r['large_file_mb_per_s']['addon']} vs {r['large_file_mb_per_s']['plain_mitmdump']} MB/s; "
                          f"{r['small_file_rps']['addon']:,} vs {r['small_file_rps']['plain_mitmdump']:,} req/s",
-                         f"{_pct(r['large_file_ratio'])} large, {_pct(r['small_file_ratio'])} small")),
+                         f"{_times(r['large_file_ratio'])} large, {_times(r['small_file_ratio'])} small")),
     Benchmark("scorer", "scorer.py", (), ("--events", "5000", "--orgs", "50"),
               lambda r: (f"full run over {r['events']:,} events vs a bare GROUP BY scan",
                          f"{r['full_run_events_per_s']:,} events/s full; incremental {r['incremental_new_events_per_s']:,} new events/s",
-                         f"{_pct(r['ratio_full_vs_bare_scan'])} bare scan")),
+                         f"{_times(r['ratio_full_vs_bare_scan'])} bare scan")),
     Benchmark("log import", "import.py", (), ("--lines", "5000", "--clients", "100"),
               lambda r: (f"{r['runs'][0]['lines']:,} combined-format lines through the live core",
                          " / ".join(f"{x['lines_per_second']:,} lines/s ({_clients(x['clients'])}{', a new URL every line' if 'query' in x['urls'] else ''})" for x in r["runs"]),

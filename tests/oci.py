@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import io
 import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
+from archives import tar_bytes
 from servers import clean_env, free_port, wait_http
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -66,21 +65,10 @@ def _blob(layout: Path, data: bytes) -> tuple[str, int]:
     return f"sha256:{digest}", len(data)
 
 
-def _layer_tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 1_700_000_000
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def _image_manifest(
     layout: Path, files: dict[str, bytes], arch: str, compress: bool = True
 ) -> dict:
-    tar = _layer_tar(files)
+    tar = tar_bytes(files)
     layer = gzip.compress(tar, mtime=0) if compress else tar
     layer_digest, layer_size = _blob(layout, layer)
     config = {

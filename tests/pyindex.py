@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import tarfile
 import textwrap
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from archives import tar_bytes
 
 WHEEL_TEMPLATE = "{name}-{version}-py3-none-any.whl"
 
@@ -105,14 +106,7 @@ def sdist_bytes(project: str, version: str) -> bytes:
         ).encode(),
         f"{root}/{module}/__init__.py": f'__version__ = "{version}"\n'.encode(),
     }
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tf:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            info.mtime = 1_700_000_000
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return tar_bytes(files, gzip=True)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from oci import OCI_MANIFEST, Registry, build_image, push
-from servers import ROOT, clean_env
+from servers import ROOT, clean_env, small_tmpfs
 
 CONFIG = """
 [pixels.docs]
@@ -279,12 +279,7 @@ def test_version_1_store_is_migrated_and_stays_idempotent(tmp_path):
 def test_full_disk_is_a_clear_error(tmp_path):
     """The store on a 1 MiB tmpfs: the import stops with a one-line error, no traceback,
     and what was committed before the disk filled stays readable."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                             capture_output=True, text=True)  # fmt: skip
-    assert mounted.returncode == 0, mounted.stderr
-    try:
+    with small_tmpfs(tmp_path / "small", "1m") as mount:
         cfg = tmp_path / "routes.toml"
         cfg.write_text(CONFIG.format(REG="127.0.0.1:9"))
         log = tmp_path / "access.log"
@@ -301,5 +296,3 @@ def test_full_disk_is_a_clear_error(tmp_path):
         conn = sqlite3.connect(mount / "e.sqlite3")
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
