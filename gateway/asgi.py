@@ -38,8 +38,6 @@ ASGIApp = Any
 
 __all__ = ["GatewayApp", "GatewayMiddleware", "create_app"]
 
-# uvicorn's httptools parser sets no limit on header size; a gateway must.
-
 
 class GatewayApp:
     """An ASGI application serving the routes of one configuration."""

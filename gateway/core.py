@@ -40,6 +40,7 @@ _host = lru_cache(maxsize=1024)(normalize_host)
 
 # Answers both adapters give before any route is involved.
 DUPLICATE_HOST = text_response(400, "bad request: more than one Host header")
+# uvicorn's httptools parser sets no limit on header size: the gateway sets its own.
 HEADERS_TOO_LARGE = text_response(431, "request header fields too large")
 MAX_HEADER_BYTES = 64 * 1024  # all names and values together
 MAX_HEADER_COUNT = 200
