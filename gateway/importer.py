@@ -207,9 +207,9 @@ def open_lines(name: str) -> TextIO:
 
 
 # Positions of the per-line columns in a stored row (gateway.store.COLUMNS order).
-_TS, _STATUS, _BYTES, _USER_AGENT, _NETWORK, _SOURCE = (
+_TS, _STATUS, _BYTES, _USER_AGENT, _DNT, _NETWORK, _SOURCE = (
     COLUMNS.index(name)
-    for name in ("ts", "status", "bytes_sent", "user_agent", "network", "source_hash")
+    for name in ("ts", "status", "bytes_sent", "user_agent", "dnt", "network", "source_hash")
 )
 TEMPLATE_CACHE_SIZE = 65536
 
@@ -217,11 +217,10 @@ TEMPLATE_CACHE_SIZE = 65536
 @dataclass(slots=True, frozen=True)
 class _Template:
     """What the live core made of one request shape: stored rows with the per-line columns
-    (time, status, bytes, client ids, source hash) still to fill in."""
+    (time, status, bytes, client ids, source hash) still to fill in.  A size of 0 marks the
+    rows that record one (``shape_only`` in :meth:`Importer.events_for`)."""
 
     rows: tuple[tuple, ...] = ()
-    keeps_bytes: tuple[bool, ...] = ()
-    dnt: bool = False
     unmatched: bool = False
 
     def fill(
@@ -233,10 +232,10 @@ class _Template:
             filled = list(row)
             filled[_TS] = when
             filled[_STATUS] = record.status
-            if self.keeps_bytes[k]:
+            if row[_BYTES] is not None:
                 filled[_BYTES] = record.bytes
             filled[_NETWORK : _NETWORK + 3] = rows.client_columns(
-                client_ip, row[_USER_AGENT], self.dnt
+                client_ip, row[_USER_AGENT], bool(row[_DNT])
             )
             source = f"{occurrence}:{k}:{line}"  # unchanged since version 1: re-imports match
             filled[_SOURCE] = hashlib.sha256(source.encode()).hexdigest()[:32]
@@ -302,11 +301,7 @@ class Importer:
         events = self.events_for(record, probe, shape_only=True)
         if probe.unmatched:
             return _UNMATCHED
-        return _Template(
-            rows=tuple(self.rows.row(e) for e in events),
-            keeps_bytes=tuple(e.bytes_sent is not None for e in events),
-            dnt=any(e.dnt for e in events),
-        )
+        return _Template(rows=tuple(self.rows.row(e) for e in events))
 
     def _template_for(self, record: LogRecord) -> _Template:
         shape = (record.method, record.host, record.path, record.query,
