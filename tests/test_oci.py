@@ -91,7 +91,7 @@ def test_pull_through_gateway_matches_digest(start_gateway, registries, home, tm
     assert data["image"] == "acme/hello" and data["reference"] == "1.0"
     assert data["digest"] == registries["digest"] and data["media_type"] == OCI_MANIFEST
     assert data["upstream"] == f"http://{registries['a'].address}/acme-org/hello"
-    blobs = gw.rows("type = 'blob'")
+    blobs = gw.wait_rows(2, where="type = 'blob'")  # written after the pull, maybe a batch later
     assert len(blobs) == 2 and {r["status"] for r in blobs} == {307}  # config + layer, redirected
 
 
