@@ -15,22 +15,38 @@ prefix of the path, whatever the total number of routes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .kinds.base import Route
-from .templates import UnsafeValue, normalize_raw_path
+from .templates import QueryCondition, UnsafeValue, match_after_prefix, normalize_raw_path
+
+#: A route with what matching it needs inline: (route, tail pattern, start, rest variable
+#: names, query conditions); the pattern is ``None`` for kinds matched by ``route.match``.
+_Entry = tuple[Route, re.Pattern[str] | None, int, frozenset[str], tuple[QueryCondition, ...]]
 
 
 @dataclass(slots=True)
 class _Node:
-    # Leaves have no children dictionary and every node's routes end up in a tuple (items
-    # stored inline): at 100,000 routes a lookup touches fewer objects outside the caches.
-    children: dict[str, _Node] | None = None
-    routes: list[Route] | tuple[Route, ...] = field(default_factory=list)
+    children: dict[str, _Node] | None = None  # literal segment -> node with children
+    # literal segment -> a child without children of its own (most nodes at scale:
+    # ``/pkg123/{version}/…``) as its entries, or as its one entry when it has one route:
+    # a lookup reaches the route's matcher through the dictionary slot alone.
+    leaves: dict[str, _Entry | tuple[_Entry, ...]] | None = None
+    routes: list[Route] = field(default_factory=list)  # until finish()
+    entries: tuple[_Entry, ...] = ()
 
 
 class _Trie:
+    """Routes by leading literal segments, built by :meth:`add`, then :meth:`finish`.
+
+    After ``finish`` a node's routes are a tuple of flat entries (the route and its tail
+    matcher, built after every route is compiled, so they sit together in memory): at
+    100,000 routes a lookup touches a dictionary slot and one entry per candidate, not the
+    route, its template and their attributes.
+    """
+
     __slots__ = ("root",)
 
     def __init__(self) -> None:
@@ -42,44 +58,74 @@ class _Trie:
             if node.children is None:
                 node.children = {}
             node = node.children.setdefault(literal, _Node())
-        assert isinstance(node.routes, list), "routes are added before finish()"
         node.routes.append(route)
 
     def finish(self) -> None:
         stack = [self.root]
         while stack:
             node = stack.pop()
-            node.routes = tuple(sorted(node.routes, key=Route.sort_key))
+            node.entries = tuple(_entry(r) for r in sorted(node.routes, key=Route.sort_key))
+            node.routes = []
             if node.children:
                 stack.extend(node.children.values())
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if not node.children:
+                continue
+            inner = {seg: child for seg, child in node.children.items() if child.children}
+            leaves = {
+                seg: c.entries[0] if len(c.entries) == 1 else c.entries
+                for seg, c in node.children.items()
+                if not c.children
+            }
+            node.children = inner or None
+            node.leaves = leaves or None
+            stack.extend(inner.values())
 
-    def nodes(self, segments: list[str]) -> list[_Node]:
-        """Nodes along the literal prefix of the path, deepest first."""
-        path = [self.root]
+    def entry_lists(self, segments: list[str]) -> list[tuple[_Entry, ...]]:
+        """Entries of the nodes along the literal prefix of the path, deepest first."""
+        found = [self.root.entries]
         node = self.root
         for seg in segments:
-            if node.children is None:
-                break
-            child = node.children.get(seg)
+            children = node.children
+            child = children.get(seg) if children is not None else None
             if child is None:
+                leaves = node.leaves
+                leaf = leaves.get(seg) if leaves is not None else None
+                if leaf is not None:  # one entry starts with its route, several with an entry
+                    found.append(leaf if type(leaf[0]) is tuple else (leaf,))  # type: ignore[arg-type]
                 break
-            path.append(child)
+            found.append(child.entries)
             node = child
-        path.reverse()
-        return path
+        found.reverse()
+        return found
 
     def first_match(self, segments: list[str], norm: str, query: str) -> Match | None:
-        for node in self.nodes(segments):
-            for route in node.routes:
-                values = route.match(norm, query)
+        for entries in self.entry_lists(segments):
+            # The walk to these entries compared the routes' leading literals: a tail
+            # matcher takes it from there.
+            for route, tail, start, rest_vars, conditions in entries:
+                if tail is None:
+                    values = route.match(norm, query)
+                else:
+                    values = match_after_prefix(tail, start, rest_vars, conditions, norm, query)
                 if values is not None:
                     return Match(route, values)
         return None
 
     def candidates(self, segments: list[str]) -> Iterator[Route]:
         """Routes that may match, in precedence order (deepest literal prefix first)."""
-        for node in self.nodes(segments):
-            yield from node.routes
+        for entries in self.entry_lists(segments):
+            for entry in entries:
+                yield entry[0]
+
+
+def _entry(route: Route) -> _Entry:
+    matcher = route.tail_matcher()
+    if matcher is None:
+        return (route, None, 0, frozenset(), ())
+    return (route, *matcher)
 
 
 @dataclass(slots=True)

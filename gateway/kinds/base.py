@@ -15,7 +15,7 @@ from ..config import RouteTable
 from ..decisions import Decision, Respond
 from ..events import Event
 from ..request import Request, normalize_host
-from ..templates import PathTemplate, TemplateError, normalize_raw_path
+from ..templates import PathTemplate, TailMatcher, TemplateError, normalize_raw_path
 
 COMMON_KEYS = frozenset({"id", "kind", "host", "package", "event"})
 
@@ -76,6 +76,11 @@ class Route:
     # ---- request time ----------------------------------------------------------
     def match(self, norm_path: str, query: str) -> dict[str, str] | None:
         raise NotImplementedError
+
+    def tail_matcher(self) -> TailMatcher | None:
+        """Matching data the router may use instead of :meth:`match` once it has compared
+        the route's leading literal segments itself; ``None``: call :meth:`match`."""
+        return None
 
     #: True when ``decide`` depends only on (host, path, query): the core may then
     #: reuse the decision for repeated URLs without matching and expanding again.
@@ -160,6 +165,9 @@ class TemplatePlacement:
 
     def match(self, norm_path: str, query: str) -> dict[str, str] | None:
         return self._t().match(norm_path, query)
+
+    def tail_matcher(self) -> TailMatcher:
+        return self._t().tail_matcher()
 
 
 class PrefixPlacement:
