@@ -14,29 +14,46 @@ from pathlib import Path
 from .enrich import Enricher
 from .rules import Rules
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+
+# The state keeps small integers where the aggregates sort and group: organisation ids,
+# day ordinals (``datetime.date.toordinal``) and the codes below.  Sorting 1M derived rows
+# by integers instead of text keys is ~2.5x faster, and the fold is mostly such sorts.
+SIGNALS = ("other", "download", "docs", "website", "telemetry", "link_click")
+S_DOWNLOAD, S_DOCS, S_WEBSITE, S_TELEMETRY, S_LINK = 1, 2, 3, 4, 5
+VALUE_OF_CLASS = {"medium": 1, "high": 2}  # page value classes; anything else counts as low
+V_LOW, V_MEDIUM, V_HIGH = 0, 1, 2
+CHANNELS = ("other", "file", "container", "pypi")  # download channels, by route kind:
+CHANNEL_OF_KIND = {"file": 1, "prefix": 1, "oci": 2, "pypi": 3}
+AUTOMATION = ("", "ci", "mirror", "bot")  # "" = human
+HUMAN, A_CI, A_MIRROR, A_BOT = 0, 1, 2, 3
+
+# SQL: an ISO timestamp's day ordinal (julianday('0001-01-01') = 1721425.5, ordinal 1).
+DAY_OF_TS = "CAST(julianday(substr({ts}, 1, 10)) - 1721424.5 AS INTEGER)"
+
 STATE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS orgs (
-    org_key TEXT PRIMARY KEY, name TEXT, type TEXT, domain TEXT, confidence REAL, source TEXT);
-CREATE TABLE IF NOT EXISTS org_network (network TEXT PRIMARY KEY, org_key TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS org_endpoint (endpoint_id TEXT PRIMARY KEY, org_key TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, org_key TEXT NOT NULL UNIQUE, name TEXT, type TEXT, domain TEXT,
+    confidence REAL, source TEXT);
+CREATE TABLE IF NOT EXISTS org_network (network TEXT PRIMARY KEY, org INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS org_endpoint (endpoint_id TEXT PRIMARY KEY, org INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS org_day (
-    org_key TEXT NOT NULL, day TEXT NOT NULL, package TEXT NOT NULL, signal TEXT NOT NULL,
-    value_class TEXT NOT NULL, channel TEXT NOT NULL, automation TEXT NOT NULL,
+    org INTEGER NOT NULL, day INTEGER NOT NULL, package TEXT NOT NULL, signal INTEGER NOT NULL,
+    value_class INTEGER NOT NULL, channel INTEGER NOT NULL, automation INTEGER NOT NULL,
     events INTEGER NOT NULL, maintenance INTEGER NOT NULL,
-    PRIMARY KEY (org_key, day, package, signal, value_class, channel, automation)) WITHOUT ROWID;
+    PRIMARY KEY (org, day, package, signal, value_class, channel, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_source (
-    org_key TEXT NOT NULL, signal TEXT NOT NULL, endpoint_id TEXT NOT NULL, origin_id TEXT NOT NULL,
-    automation TEXT NOT NULL, last_day TEXT NOT NULL,
-    PRIMARY KEY (org_key, signal, endpoint_id, origin_id, automation)) WITHOUT ROWID;
+    org INTEGER NOT NULL, signal INTEGER NOT NULL, endpoint_id TEXT NOT NULL,
+    origin_id TEXT NOT NULL, automation INTEGER NOT NULL, last_day INTEGER NOT NULL,
+    PRIMARY KEY (org, signal, endpoint_id, origin_id, automation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_version (
-    org_key TEXT NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, channel TEXT NOT NULL,
+    org INTEGER NOT NULL, package TEXT NOT NULL, version TEXT NOT NULL, channel INTEGER NOT NULL,
     first_ts TEXT NOT NULL, last_ts TEXT NOT NULL, downloads INTEGER NOT NULL, human INTEGER NOT NULL,
-    PRIMARY KEY (org_key, package, version, channel));
+    PRIMARY KEY (org, package, version, channel));
 CREATE TABLE IF NOT EXISTS burst (
-    org_key TEXT NOT NULL, endpoint_id TEXT NOT NULL, minute TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (org_key, endpoint_id, minute));
+    org INTEGER NOT NULL, endpoint_id TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (org, endpoint_id, minute)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scores (org_key TEXT PRIMARY KEY, rank INTEGER, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stage_timeline (
     org_key TEXT NOT NULL, stage TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (org_key, since, stage));
@@ -57,34 +74,33 @@ UNATTRIBUTED = "(unattributed)"
 FOLD_STATEMENTS = (
     """
     INSERT INTO org_day
-    SELECT org_key, day, coalesce(package, ''), signal, value_class, channel, automation,
-           count(*), sum(maintenance)
+    SELECT org, day, package, signal, value_class, channel, automation, count(*), sum(maintenance)
     FROM temp.batch GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT DO UPDATE SET events = events + excluded.events,
                               maintenance = maintenance + excluded.maintenance
     """,
     """
     INSERT INTO org_source
-    SELECT org_key, signal, substr(endpoint_id, 1, 16), substr(coalesce(origin_id, ''), 1, 16),
-           automation, max(day)
+    SELECT org, signal, endpoint_id, origin_id, automation, max(day)
     FROM temp.batch WHERE endpoint_id IS NOT NULL
     GROUP BY 1, 2, 3, 4, 5
     ON CONFLICT DO UPDATE SET last_day = max(last_day, excluded.last_day)
     """,
-    """
+    f"""
     INSERT INTO org_version
-    SELECT org_key, package, version, channel, min(ts), max(ts), count(*),
-           sum(automation = '')
-    FROM temp.batch WHERE signal = 'download' AND version IS NOT NULL AND package IS NOT NULL
+    SELECT org, package, version, channel, min(ts), max(ts), count(*), sum(automation = {HUMAN})
+    FROM temp.batch WHERE signal = {S_DOWNLOAD} AND version IS NOT NULL AND package != ''
     GROUP BY 1, 2, 3, 4
     ON CONFLICT DO UPDATE SET first_ts = min(first_ts, excluded.first_ts),
         last_ts = max(last_ts, excluded.last_ts), downloads = downloads + excluded.downloads,
         human = human + excluded.human
     """,
-    """
+    f"""
     INSERT INTO burst
-    SELECT org_key, endpoint_id, substr(ts, 1, 16), count(*)
-    FROM temp.batch WHERE signal = 'download' AND endpoint_id IS NOT NULL
+    SELECT org, endpoint_id,
+           day * 1440 + CAST(substr(ts, 12, 2) AS INTEGER) * 60 + CAST(substr(ts, 15, 2) AS INTEGER),
+           count(*)
+    FROM temp.batch WHERE signal = {S_DOWNLOAD} AND endpoint_id IS NOT NULL
     GROUP BY 1, 2, 3
     ON CONFLICT DO UPDATE SET n = n + excluded.n
     """,
@@ -92,6 +108,12 @@ FOLD_STATEMENTS = (
     DROP TABLE temp.batch
     """,
 )
+
+
+def code_case(column: str, codes: dict[str, int]) -> str:
+    """SQL mapping the text ``column`` to its code (0 for anything else)."""
+    whens = " ".join(f"WHEN '{name}' THEN {code}" for name, code in codes.items())
+    return f"CASE {column} {whens} ELSE 0 END"
 
 
 class Aggregator:
@@ -109,7 +131,8 @@ class Aggregator:
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
             self.db.execute(f"PRAGMA user_version = {STATE_VERSION}")
         self.db.executescript(STATE_SCHEMA)
-        self.touched: set[str] = set()
+        self.touched: set[int] = set()
+        self.unattributed = 0  # the id of UNATTRIBUTED, set by fold()
         self.db.execute("ATTACH DATABASE ? AS ev", (f"file:{events_path.resolve()}?mode=ro",))
 
     # ------------------------------------------------------------------ bookkeeping
@@ -145,39 +168,39 @@ class Aggregator:
         self._enrich(where, params)
         self._classify_text(where, params)
         derived = f"""
-            SELECT coalesce(ep.org_key, nw.org_key, '{UNATTRIBUTED}') AS org_key,
-                substr(e.ts, 1, 10) AS day, e.ts, e.package, e.version, e.endpoint_id, e.origin_id,
+            SELECT coalesce(ep.org, nw.org, {self.unattributed}) AS org,
+                {DAY_OF_TS.format(ts="e.ts")} AS day, e.ts, coalesce(e.package, '') AS package,
+                e.version, substr(e.endpoint_id, 1, 16) AS endpoint_id,
+                substr(coalesce(e.origin_id, ''), 1, 16) AS origin_id,
                 CASE
-                    WHEN e.type IN ('download', 'pull') THEN 'download'
-                    WHEN e.type = 'page_view' AND rc.docs THEN 'docs'
-                    WHEN e.type = 'page_view' THEN 'website'
-                    WHEN e.type IN ('telemetry', 'link_click') THEN e.type
-                    ELSE 'other' END AS signal,
+                    WHEN e.type IN ('download', 'pull') THEN {S_DOWNLOAD}
+                    WHEN e.type = 'page_view' AND rc.docs THEN {S_DOCS}
+                    WHEN e.type = 'page_view' THEN {S_WEBSITE}
+                    WHEN e.type = 'telemetry' THEN {S_TELEMETRY}
+                    WHEN e.type = 'link_click' THEN {S_LINK}
+                    ELSE 0 END AS signal,
                 CASE WHEN e.type = 'page_view'
-                    THEN coalesce(json_extract(e.data, '$.value_class'), '') ELSE '' END AS value_class,
-                CASE e.route_kind WHEN 'oci' THEN 'container' WHEN 'pypi' THEN 'pypi'
-                    WHEN 'file' THEN 'file' WHEN 'prefix' THEN 'file'
-                    ELSE coalesce(e.route_kind, '') END AS channel,
+                    THEN {code_case("json_extract(e.data, '$.value_class')", VALUE_OF_CLASS)}
+                    ELSE {V_LOW} END AS value_class,
+                {code_case("e.route_kind", CHANNEL_OF_KIND)} AS channel,
                 CASE
-                    WHEN e.client_kind = 'bot' THEN 'bot'
-                    WHEN o.type = 'mirror' OR ua.automation = 'mirror' THEN 'mirror'
+                    WHEN e.client_kind = 'bot' THEN {A_BOT}
+                    WHEN o.type = 'mirror' OR ua.automation = 'mirror' THEN {A_MIRROR}
                     WHEN o.type = 'ci' OR ua.automation = 'ci'
-                        OR (e.route_kind = 'pypi' AND json_extract(e.data, '$.ci') = 1) THEN 'ci'
-                    ELSE '' END AS automation,
+                        OR (e.route_kind = 'pypi' AND json_extract(e.data, '$.ci') = 1) THEN {A_CI}
+                    ELSE {HUMAN} END AS automation,
                 coalesce(rc.maintenance, 0) AS maintenance
             FROM ev.events e
             LEFT JOIN org_endpoint ep ON ep.endpoint_id = e.endpoint_id
             LEFT JOIN org_network nw ON nw.network = e.network
-            LEFT JOIN orgs o ON o.org_key = coalesce(ep.org_key, nw.org_key)
+            LEFT JOIN orgs o ON o.id = coalesce(ep.org, nw.org)
             LEFT JOIN temp.ua_class ua ON ua.user_agent = e.user_agent
             LEFT JOIN temp.referer_class rc ON rc.referer = e.referer
             WHERE {where}
         """
         self.db.execute("DROP TABLE IF EXISTS temp.batch")
         self.db.execute(f"CREATE TEMP TABLE batch AS {derived}", params)
-        self.touched = {
-            key for (key,) in self.db.execute("SELECT DISTINCT org_key FROM temp.batch")
-        }
+        self.touched = {org for (org,) in self.db.execute("SELECT DISTINCT org FROM temp.batch")}
         for statement in FOLD_STATEMENTS:
             self.db.execute(statement)
         return high, count
@@ -226,12 +249,13 @@ class Aggregator:
 
     def _enrich(self, where: str, params: list) -> None:
         """Resolve every network not seen before (Python, once per network)."""
+        self.unattributed = self._org(UNATTRIBUTED, None)
         for endpoint_id in self.enricher.override_endpoints:
             org = self.enricher.endpoint(endpoint_id)
             assert org is not None
-            self._org(org.name, org)
             self.db.execute(
-                "INSERT OR IGNORE INTO org_endpoint VALUES (?, ?)", (endpoint_id, org.name)
+                "INSERT OR IGNORE INTO org_endpoint VALUES (?, ?)",
+                (endpoint_id, self._org(org.name, org)),
             )
         rows = self.db.execute(
             f"SELECT DISTINCT e.network FROM ev.events e WHERE {where} AND e.network IS NOT NULL "
@@ -240,17 +264,18 @@ class Aggregator:
         ).fetchall()
         for (network,) in rows:
             org = self.enricher.network(network)
-            key = org.name if org else f"net:{network}"
-            self._org(key, org)
-            self.db.execute("INSERT OR IGNORE INTO org_network VALUES (?, ?)", (network, key))
+            org_id = self._org(org.name if org else f"net:{network}", org)
+            self.db.execute("INSERT OR IGNORE INTO org_network VALUES (?, ?)", (network, org_id))
 
-    def _org(self, key: str, org) -> None:  # type: ignore[no-untyped-def]
+    def _org(self, key: str, org) -> int:  # type: ignore[no-untyped-def]
+        """The organisation's id, created on first sight."""
         if org is None:
-            self.db.execute(
-                "INSERT OR IGNORE INTO orgs VALUES (?, ?, 'unknown', NULL, 0.0, 'none')", (key, key)
-            )
+            values = (key, key, "unknown", None, 0.0, "none")
         else:
-            self.db.execute(
-                "INSERT OR IGNORE INTO orgs VALUES (?, ?, ?, ?, ?, ?)",
-                (key, org.name, org.type, org.domain, org.confidence, org.source),
-            )
+            values = (key, org.name, org.type, org.domain, org.confidence, org.source)
+        self.db.execute(
+            "INSERT OR IGNORE INTO orgs (org_key, name, type, domain, confidence, source) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            values,
+        )
+        return self.db.execute("SELECT id FROM orgs WHERE org_key = ?", (key,)).fetchone()[0]

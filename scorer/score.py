@@ -19,7 +19,21 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .aggregate import UNATTRIBUTED
+from .aggregate import (
+    AUTOMATION,
+    CHANNELS,
+    HUMAN,
+    S_DOCS,
+    S_DOWNLOAD,
+    S_LINK,
+    S_TELEMETRY,
+    S_WEBSITE,
+    SIGNALS,
+    UNATTRIBUTED,
+    V_HIGH,
+    V_LOW,
+    V_MEDIUM,
+)
 from .enrich import confidence_label
 from .rules import Rules
 
@@ -74,6 +88,7 @@ class Day:
 
 @dataclass
 class OrgData:
+    id: int
     key: str
     name: str
     type: str
@@ -86,67 +101,69 @@ class OrgData:
     channels: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def _org_filter(only: set[str] | None) -> tuple[str, list[str]]:
+def _org_filter(only: set[int] | None, unattributed: int) -> tuple[str, list[int]]:
     if only is None:
-        return "org_key != ?", [UNATTRIBUTED]
-    keys = sorted(only)
-    return f"org_key IN ({','.join('?' for _ in keys) or 'NULL'})", keys
+        return "org != ?", [unattributed]
+    ids = sorted(only)
+    return f"org IN ({','.join('?' for _ in ids) or 'NULL'})", ids
 
 
 def load_orgs(
-    db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[str] | None = None
-) -> dict[str, OrgData]:
+    db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[int] | None = None
+) -> dict[int, OrgData]:
     """Per organisation and day, summed in SQL (points weighted and classified there too)."""
-    orgs: dict[str, OrgData] = {}
-    for key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
-        if only is None or key in only:
-            orgs[key] = OrgData(key, name, kind, domain, confidence or 0.0, source)
-    where, keys = _org_filter(only)
-    until = day_text(as_of_day)
+    orgs: dict[int, OrgData] = {}
+    unattributed = -1
+    for org_id, key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
+        if key == UNATTRIBUTED:
+            unattributed = org_id
+        elif only is None or org_id in only:
+            orgs[org_id] = OrgData(org_id, key, name, kind, domain, confidence or 0.0, source)
+    where, ids = _org_filter(only, unattributed)
     p = rules["points"]
     pv = p["page_view"]
-    human = "automation = ''"
+    human = f"automation = {HUMAN}"
     sql = f"""
-        SELECT org_key, day,
-            sum(CASE WHEN {human} AND signal = 'download' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'docs' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'website' AND value_class NOT IN ('medium', 'high') THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'website' AND value_class = 'medium' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'website' AND value_class = 'high' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'telemetry' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'link_click' THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = 'docs' THEN maintenance ELSE 0 END),
+        SELECT org, day,
+            sum(CASE WHEN {human} AND signal = {S_DOWNLOAD} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_DOCS} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_LOW} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_MEDIUM} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_HIGH} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_TELEMETRY} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_LINK} THEN events ELSE 0 END),
+            sum(CASE WHEN {human} AND signal = {S_DOCS} THEN maintenance ELSE 0 END),
             sum(events * (CASE WHEN {human} THEN 1.0 ELSE ? END) * (CASE signal
-                WHEN 'download' THEN ? WHEN 'telemetry' THEN ? WHEN 'link_click' THEN ?
-                WHEN 'docs' THEN (CASE value_class WHEN 'high' THEN ? WHEN 'medium' THEN ? ELSE ? END)
-                WHEN 'website' THEN (CASE value_class WHEN 'high' THEN ? WHEN 'medium' THEN ? ELSE ? END)
+                WHEN {S_DOWNLOAD} THEN ? WHEN {S_TELEMETRY} THEN ? WHEN {S_LINK} THEN ?
+                WHEN {S_DOCS} THEN (CASE value_class WHEN {V_HIGH} THEN ? WHEN {V_MEDIUM} THEN ? ELSE ? END)
+                WHEN {S_WEBSITE} THEN (CASE value_class WHEN {V_HIGH} THEN ? WHEN {V_MEDIUM} THEN ? ELSE ? END)
                 ELSE 0 END))
-        FROM org_day WHERE day <= ? AND {where} GROUP BY org_key, day
+        FROM org_day WHERE day <= ? AND {where} GROUP BY org, day
     """  # fmt: skip
     params = [
         float(rules["automation"]["factor"]), p["download"], p["telemetry"], p["link_click"],
-        pv["high"], pv["medium"], pv["low"], pv["high"], pv["medium"], pv["low"], until, *keys,
+        pv["high"], pv["medium"], pv["low"], pv["high"], pv["medium"], pv["low"], as_of_day, *ids,
     ]  # fmt: skip
-    for key, day, dl, docs, low, medium, high, tm, links, maint, points in db.execute(sql, params):
-        org = orgs.get(key)
+    for org_id, day, dl, docs, low, medium, high, tm, links, maint, points in db.execute(
+        sql, params
+    ):
+        org = orgs.get(org_id)
         if org is not None:
-            org.days[day_index(day)] = Day(
-                dl, docs, low, medium, high, tm, links, maint, points or 0.0
-            )
+            org.days[day] = Day(dl, docs, low, medium, high, tm, links, maint, points or 0.0)
     grouped = (
-        ("totals", "signal", "1"),
-        ("automated", "automation", "automation != ''"),
-        ("channels", "channel", "signal = 'download'"),
+        ("totals", "signal", "1", SIGNALS),
+        ("automated", "automation", f"automation != {HUMAN}", AUTOMATION),
+        ("channels", "channel", f"signal = {S_DOWNLOAD}", CHANNELS),
     )
-    for attr, column, condition in grouped:
+    for attr, column, condition, names in grouped:
         rows = db.execute(
-            f"SELECT org_key, {column}, sum(events) FROM org_day WHERE day <= ? AND {where} "
+            f"SELECT org, {column}, sum(events) FROM org_day WHERE day <= ? AND {where} "
             f"AND {condition} GROUP BY 1, 2",
-            [until, *keys],
+            [as_of_day, *ids],
         )
-        for key, value, count in rows:
-            if key in orgs:
-                getattr(orgs[key], attr)[value] = count
+        for org_id, code, count in rows:
+            if org_id in orgs:
+                getattr(orgs[org_id], attr)[names[code]] += count
     return orgs
 
 
@@ -314,24 +331,25 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
     timeline = stage_timeline(w, as_of, rules)
     raw_days = [i for i in org.days if i <= as_of]
     stage, since = timeline[-1] if timeline else ("Interest", min(raw_days) if raw_days else as_of)
-    cutoff30, cutoff90 = day_text(as_of - 29), day_text(as_of - 89)
+    cutoff90 = day_text(as_of - 89)
     as_of_text = day_text(as_of)
     src = db.execute(
         "SELECT count(DISTINCT endpoint_id), count(DISTINCT origin_id) FROM org_source "
-        "WHERE org_key = ? AND last_day BETWEEN ? AND ?",
-        (org.key, cutoff30, as_of_text),
+        "WHERE org = ? AND last_day BETWEEN ? AND ?",
+        (org.id, as_of - 29, as_of),
     ).fetchone()
-    sources_by_signal = dict(
-        db.execute(
-            "SELECT signal, count(DISTINCT endpoint_id) FROM org_source WHERE org_key = ? "
-            "AND last_day BETWEEN ? AND ? AND automation = '' GROUP BY signal",
-            (org.key, cutoff90, as_of_text),
-        ).fetchall()
-    )
+    sources_by_signal = {
+        SIGNALS[code]: n
+        for code, n in db.execute(
+            "SELECT signal, count(DISTINCT endpoint_id) FROM org_source WHERE org = ? "
+            f"AND last_day BETWEEN ? AND ? AND automation = {HUMAN} GROUP BY signal",
+            (org.id, as_of - 89, as_of),
+        )
+    }
     versions = db.execute(
         "SELECT package, version, channel, first_ts, last_ts, downloads, human FROM org_version "
-        "WHERE org_key = ? AND substr(first_ts, 1, 10) <= ? ORDER BY first_ts",
-        (org.key, as_of_text),
+        "WHERE org = ? AND substr(first_ts, 1, 10) <= ? ORDER BY first_ts",
+        (org.id, as_of_text),
     ).fetchall()
     by_package: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for package, version, _channel, first_ts, last_ts, _n, human in versions:
@@ -351,8 +369,8 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
          and vulnerable_rules[p].contains(str(_version(v)), prereleases=True)}
     )  # fmt: skip
     burst_max = db.execute(
-        "SELECT coalesce(max(n), 0) FROM burst WHERE org_key = ? AND substr(minute, 1, 10) <= ?",
-        (org.key, as_of_text),
+        "SELECT coalesce(max(n), 0) FROM burst WHERE org = ? AND minute < ?",
+        (org.id, (as_of + 1) * 1440),
     ).fetchone()[0]
     # levels per signal
     dl7, dl30 = w.count(as_of, 7, "downloads"), w.count(as_of, 30, "downloads")
