@@ -151,8 +151,11 @@ class Aggregator:
 
     # ------------------------------------------------------------------ folding
 
-    def fold(self, after_id: int, until_ts: str | None = None) -> tuple[int, int]:
-        """Aggregate events with id > ``after_id`` (and ts ≤ ``until_ts``); returns (last id, count)."""
+    def fold(
+        self, after_id: int, until_ts: str | None = None, *, track_touched: bool = False
+    ) -> tuple[int, int]:
+        """Aggregate events with id > ``after_id`` (and ts ≤ ``until_ts``); returns (last id,
+        count).  With ``track_touched``, ``self.touched`` holds the organisations they hit."""
         where = "e.id > ?"
         params: list = [after_id]
         if until_ts:
@@ -200,7 +203,8 @@ class Aggregator:
         """
         self.db.execute("DROP TABLE IF EXISTS temp.batch")
         self.db.execute(f"CREATE TEMP TABLE batch AS {derived}", params)
-        self.touched = {org for (org,) in self.db.execute("SELECT DISTINCT org FROM temp.batch")}
+        if track_touched:
+            self.touched = {o for (o,) in self.db.execute("SELECT DISTINCT org FROM temp.batch")}
         for statement in FOLD_STATEMENTS:
             self.db.execute(statement)
         return high, count

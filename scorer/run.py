@@ -88,12 +88,14 @@ def score(
             full = True
         agg.set_meta("fingerprint", fingerprint)
         last = int(agg.meta("last_event_id") or 0)
-        high, count = agg.fold(last, as_of_ts(moment) if reproducible else None)
-        agg.set_meta("last_event_id", str(high))
         as_of_day = day_index(moment.date().isoformat())
         # Scores depend on the day (windows move daily): a same-day incremental run only
         # rescores the organisations that new events touched and keeps the others.
         same_day = not full and agg.meta("scored_day") == str(as_of_day)
+        high, count = agg.fold(
+            last, as_of_ts(moment) if reproducible else None, track_touched=same_day
+        )
+        agg.set_meta("last_event_id", str(high))
         only = agg.touched if same_day else None
         orgs = load_orgs(conn, rules, as_of_day, only)
         fresh = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]
