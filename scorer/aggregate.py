@@ -28,6 +28,37 @@ CHANNEL_OF_KIND = {"file": 1, "prefix": 1, "oci": 2, "pypi": 3}
 AUTOMATION = ("", "ci", "mirror", "bot")  # "" = human
 HUMAN, A_CI, A_MIRROR, A_BOT = 0, 1, 2, 3
 
+
+# Each derived row's category for ``org_day``: signal and page value class, plus 10 when the
+# row is automated; CATEGORIES[c % 10] names it.
+CATEGORIES = ("download", "docs_low", "docs_medium", "docs_high", "web_low", "web_medium",
+              "web_high", "telemetry", "link", "other")  # fmt: skip
+CATEGORY_SQL = (
+    f"(CASE signal WHEN {S_DOWNLOAD} THEN 0 WHEN {S_DOCS} THEN 1 + value_class "
+    f"WHEN {S_WEBSITE} THEN 4 + value_class WHEN {S_TELEMETRY} THEN 7 WHEN {S_LINK} THEN 8 "
+    f"ELSE 9 END) + 10 * (automation != {HUMAN})"
+)
+
+
+def _day_columns() -> tuple[tuple[str, str], ...]:
+    """``org_day``'s counters: (column, which derived rows it counts), one row per
+    organisation and day.  Human and automated events are counted apart per category, so
+    points (weighted by the rules) are computed from exact integers when scores are loaded,
+    and an incremental fold adds up to exactly what a full one does."""
+    columns = [
+        (f"{who}_{name}", f"category = {offset + i}")
+        for who, offset in (("human", 0), ("auto", 10))
+        for i, name in enumerate(CATEGORIES)
+    ]
+    columns += [(f"by_{AUTOMATION[a]}", f"automation = {a}") for a in (A_CI, A_MIRROR, A_BOT)]
+    columns += [(f"channel_{name}", f"signal = {S_DOWNLOAD} AND channel = {code}")
+                for code, name in enumerate(CHANNELS)]  # fmt: skip
+    columns.append(("maintenance", "category BETWEEN 1 AND 3 AND maintenance"))  # human docs
+    return tuple(columns)
+
+
+DAY_COLUMNS = _day_columns()
+
 # SQL: an ISO timestamp's day ordinal (julianday('0001-01-01') = 1721425.5, ordinal 1).
 DAY_OF_TS = "CAST(julianday(substr({ts}, 1, 10)) - 1721424.5 AS INTEGER)"
 
@@ -39,10 +70,8 @@ CREATE TABLE IF NOT EXISTS orgs (
 CREATE TABLE IF NOT EXISTS org_network (network TEXT PRIMARY KEY, org INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS org_endpoint (endpoint_id TEXT PRIMARY KEY, org INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS org_day (
-    org INTEGER NOT NULL, day INTEGER NOT NULL, package TEXT NOT NULL, signal INTEGER NOT NULL,
-    value_class INTEGER NOT NULL, channel INTEGER NOT NULL, automation INTEGER NOT NULL,
-    events INTEGER NOT NULL, maintenance INTEGER NOT NULL,
-    PRIMARY KEY (org, day, package, signal, value_class, channel, automation)) WITHOUT ROWID;
+    org INTEGER NOT NULL, day INTEGER NOT NULL, {day_columns},
+    PRIMARY KEY (org, day)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_source (
     org INTEGER NOT NULL, signal INTEGER NOT NULL, endpoint_id TEXT NOT NULL,
     origin_id TEXT NOT NULL, automation INTEGER NOT NULL, last_day INTEGER NOT NULL,
@@ -57,7 +86,7 @@ CREATE TABLE IF NOT EXISTS burst (
 CREATE TABLE IF NOT EXISTS scores (org_key TEXT PRIMARY KEY, rank INTEGER, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stage_timeline (
     org_key TEXT NOT NULL, stage TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (org_key, since, stage));
-"""
+""".replace("{day_columns}", ", ".join(f"{name} INTEGER NOT NULL" for name, _ in DAY_COLUMNS))
 AGGREGATE_TABLES = (
     "orgs",
     "org_network",
@@ -72,12 +101,14 @@ UNATTRIBUTED = "(unattributed)"
 # Folding the temporary ``batch`` of derived rows into the aggregates (one statement each:
 # ``executescript`` would commit the surrounding transaction).
 FOLD_STATEMENTS = (
-    """
+    f"""
     INSERT INTO org_day
-    SELECT org, day, package, signal, value_class, channel, automation, count(*), sum(maintenance)
-    FROM temp.batch GROUP BY 1, 2, 3, 4, 5, 6, 7
-    ON CONFLICT DO UPDATE SET events = events + excluded.events,
-                              maintenance = maintenance + excluded.maintenance
+    SELECT org, day, {", ".join(f"sum({cond})" for _, cond in DAY_COLUMNS)}
+    FROM (  -- LIMIT keeps the subquery from being flattened: one category per row, not per column
+        SELECT org, day, {CATEGORY_SQL} AS category, automation, signal, channel, maintenance
+        FROM temp.batch LIMIT -1)
+    GROUP BY 1, 2
+    ON CONFLICT DO UPDATE SET {", ".join(f"{n} = {n} + excluded.{n}" for n, _ in DAY_COLUMNS)}
     """,
     """
     INSERT INTO org_source

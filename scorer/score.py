@@ -23,16 +23,8 @@ from .aggregate import (
     AUTOMATION,
     CHANNELS,
     HUMAN,
-    S_DOCS,
-    S_DOWNLOAD,
-    S_LINK,
-    S_TELEMETRY,
-    S_WEBSITE,
     SIGNALS,
     UNATTRIBUTED,
-    V_HIGH,
-    V_LOW,
-    V_MEDIUM,
 )
 from .enrich import confidence_label
 from .rules import Rules
@@ -122,48 +114,56 @@ def load_orgs(
     where, ids = _org_filter(only, unattributed)
     p = rules["points"]
     pv = p["page_view"]
-    human = f"automation = {HUMAN}"
+    weights = {"download": p["download"], "telemetry": p["telemetry"], "link": p["link_click"]}
+    for sig in ("docs", "web"):
+        for value in ("low", "medium", "high"):
+            weights[f"{sig}_{value}"] = pv[value]
+    points = " + ".join(
+        f"({who}_{name}) * {'1.0' if who == 'human' else '?'} * ?"
+        for who in ("human", "auto")
+        for name in weights
+    )
+    point_params = [
+        x
+        for who in ("human", "auto")
+        for w in weights.values()
+        for x in ((w,) if who == "human" else (float(rules["automation"]["factor"]), w))
+    ]
     sql = f"""
-        SELECT org, day,
-            sum(CASE WHEN {human} AND signal = {S_DOWNLOAD} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_DOCS} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_LOW} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_MEDIUM} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_WEBSITE} AND value_class = {V_HIGH} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_TELEMETRY} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_LINK} THEN events ELSE 0 END),
-            sum(CASE WHEN {human} AND signal = {S_DOCS} THEN maintenance ELSE 0 END),
-            sum(events * (CASE WHEN {human} THEN 1.0 ELSE ? END) * (CASE signal
-                WHEN {S_DOWNLOAD} THEN ? WHEN {S_TELEMETRY} THEN ? WHEN {S_LINK} THEN ?
-                WHEN {S_DOCS} THEN (CASE value_class WHEN {V_HIGH} THEN ? WHEN {V_MEDIUM} THEN ? ELSE ? END)
-                WHEN {S_WEBSITE} THEN (CASE value_class WHEN {V_HIGH} THEN ? WHEN {V_MEDIUM} THEN ? ELSE ? END)
-                ELSE 0 END))
-        FROM org_day WHERE day <= ? AND {where} GROUP BY org, day
-    """  # fmt: skip
-    params = [
-        float(rules["automation"]["factor"]), p["download"], p["telemetry"], p["link_click"],
-        pv["high"], pv["medium"], pv["low"], pv["high"], pv["medium"], pv["low"], as_of_day, *ids,
-    ]  # fmt: skip
-    for org_id, day, dl, docs, low, medium, high, tm, links, maint, points in db.execute(
-        sql, params
-    ):
+        SELECT org, day, human_download, human_docs_low + human_docs_medium + human_docs_high,
+            human_web_low, human_web_medium, human_web_high, human_telemetry, human_link,
+            maintenance, {points}
+        FROM org_day WHERE day <= ? AND {where}
+    """
+    rows = db.execute(sql, [*point_params, as_of_day, *ids])
+    for org_id, day, dl, docs, low, medium, high, tm, links, maint, day_points in rows:
         org = orgs.get(org_id)
         if org is not None:
-            org.days[day] = Day(dl, docs, low, medium, high, tm, links, maint, points or 0.0)
-    grouped = (
-        ("totals", "signal", "1", SIGNALS),
-        ("automated", "automation", f"automation != {HUMAN}", AUTOMATION),
-        ("channels", "channel", f"signal = {S_DOWNLOAD}", CHANNELS),
-    )
-    for attr, column, condition, names in grouped:
-        rows = db.execute(
-            f"SELECT org, {column}, sum(events) FROM org_day WHERE day <= ? AND {where} "
-            f"AND {condition} GROUP BY 1, 2",
-            [as_of_day, *ids],
+            org.days[day] = Day(dl, docs, low, medium, high, tm, links, maint, day_points)
+    signal_sums = {
+        name: " + ".join(f"{who}_{c}" for who in ("human", "auto") for c in columns)
+        for name, columns in (
+            ("download", ("download",)), ("docs", ("docs_low", "docs_medium", "docs_high")),
+            ("website", ("web_low", "web_medium", "web_high")), ("telemetry", ("telemetry",)),
+            ("link_click", ("link",)), ("other", ("other",)),
         )
-        for org_id, code, count in rows:
-            if org_id in orgs:
-                getattr(orgs[org_id], attr)[names[code]] += count
+    }  # fmt: skip
+    sums = [
+        *(("totals", name, expr) for name, expr in signal_sums.items()),
+        *(("automated", name, f"by_{name}") for name in AUTOMATION if name),
+        *(("channels", name, f"channel_{name}") for name in CHANNELS),
+    ]
+    totals = db.execute(
+        f"SELECT org, {', '.join(f'sum({expr})' for _, _, expr in sums)} FROM org_day "
+        f"WHERE day <= ? AND {where} GROUP BY org",
+        [as_of_day, *ids],
+    )
+    for org_id, *values in totals:
+        org = orgs.get(org_id)
+        if org is not None:
+            for (attr, name, _), value in zip(sums, values, strict=True):
+                if value:
+                    getattr(org, attr)[name] = value
     return orgs
 
 
