@@ -99,7 +99,9 @@ class EventSink:
 
     @property
     def pending(self) -> int:
-        return len(self._buf)
+        """Events accepted and not yet committed: the buffer plus the batch being written.
+        This is exactly what a SIGKILL at this instant would lose."""
+        return self.stats.enqueued - self.stats.written
 
     @property
     def running(self) -> bool:

@@ -182,6 +182,14 @@ class GatewayProcess:
         raise RuntimeError("no VmRSS")
 
 
+def metric(gw: GatewayProcess, name: str) -> int:
+    """One counter or gauge from the gateway's ``/metrics`` (Prometheus text)."""
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(f"gatepost_{name} "):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
 def raw_request(
     port: int, target: str, *, method: str = "GET", host: str = "t.test", extra: str = ""
 ) -> tuple[int, dict[str, str], bytes]:

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import httpx
-from servers import small_tmpfs
+from servers import metric, small_tmpfs
 
 CONFIG = """
 [events]
@@ -18,13 +18,6 @@ queue_size = {queue}
 [[routes]]
 path = "/c/{{n}}"
 """
-
-
-def metric(gw, name: str) -> int:
-    for line in httpx.get(gw.url + "/metrics").text.splitlines():
-        if line.startswith(f"gatepost_{name} "):
-            return int(line.split()[1])
-    raise KeyError(name)
 
 
 def slowest_of(gw, count: int, suffix: str = "") -> float:
