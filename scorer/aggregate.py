@@ -33,6 +33,9 @@ HUMAN, A_CI, A_MIRROR, A_BOT = 0, 1, 2, 3
 # row is automated; CATEGORIES[c % 10] names it.
 CATEGORIES = ("download", "docs_low", "docs_medium", "docs_high", "web_low", "web_medium",
               "web_high", "telemetry", "link", "other")  # fmt: skip
+# the SIGNALS name of each category
+CATEGORY_SIGNAL = ("download", "docs", "docs", "docs", "website", "website", "website",
+                   "telemetry", "link_click", "other")  # fmt: skip
 CATEGORY_SQL = (
     f"(CASE signal WHEN {S_DOWNLOAD} THEN 0 WHEN {S_DOCS} THEN 1 + value_class "
     f"WHEN {S_WEBSITE} THEN 4 + value_class WHEN {S_TELEMETRY} THEN 7 WHEN {S_LINK} THEN 8 "

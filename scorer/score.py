@@ -21,6 +21,8 @@ from packaging.version import InvalidVersion, Version
 
 from .aggregate import (
     AUTOMATION,
+    CATEGORIES,
+    CATEGORY_SIGNAL,
     CHANNELS,
     HUMAN,
     SIGNALS,
@@ -103,7 +105,7 @@ def _org_filter(only: set[int] | None, unattributed: int) -> tuple[str, list[int
 def load_orgs(
     db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[int] | None = None
 ) -> dict[int, OrgData]:
-    """Per organisation and day, summed in SQL (points weighted and classified there too)."""
+    """Per organisation and day from ``org_day``, points weighted from its counts in SQL."""
     orgs: dict[int, OrgData] = {}
     unattributed = -1
     for org_id, key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
@@ -118,17 +120,10 @@ def load_orgs(
     for sig in ("docs", "web"):
         for value in ("low", "medium", "high"):
             weights[f"{sig}_{value}"] = pv[value]
-    points = " + ".join(
-        f"({who}_{name}) * {'1.0' if who == 'human' else '?'} * ?"
-        for who in ("human", "auto")
-        for name in weights
-    )
-    point_params = [
-        x
-        for who in ("human", "auto")
-        for w in weights.values()
-        for x in ((w,) if who == "human" else (float(rules["automation"]["factor"]), w))
-    ]
+    human_points = " + ".join(f"human_{name} * ?" for name in weights)
+    auto_points = " + ".join(f"auto_{name} * ?" for name in weights)
+    points = f"({human_points}) + ? * ({auto_points})"
+    point_params = [*weights.values(), float(rules["automation"]["factor"]), *weights.values()]
     sql = f"""
         SELECT org, day, human_download, human_docs_low + human_docs_medium + human_docs_high,
             human_web_low, human_web_medium, human_web_high, human_telemetry, human_link,
@@ -140,16 +135,11 @@ def load_orgs(
         org = orgs.get(org_id)
         if org is not None:
             org.days[day] = Day(dl, docs, low, medium, high, tm, links, maint, day_points)
-    signal_sums = {
-        name: " + ".join(f"{who}_{c}" for who in ("human", "auto") for c in columns)
-        for name, columns in (
-            ("download", ("download",)), ("docs", ("docs_low", "docs_medium", "docs_high")),
-            ("website", ("web_low", "web_medium", "web_high")), ("telemetry", ("telemetry",)),
-            ("link_click", ("link",)), ("other", ("other",)),
-        )
-    }  # fmt: skip
+    signal_sums: dict[str, list[str]] = defaultdict(list)
+    for category, signal in zip(CATEGORIES, CATEGORY_SIGNAL, strict=True):
+        signal_sums[signal] += [f"human_{category}", f"auto_{category}"]
     sums = [
-        *(("totals", name, expr) for name, expr in signal_sums.items()),
+        *(("totals", name, " + ".join(columns)) for name, columns in signal_sums.items()),
         *(("automated", name, f"by_{name}") for name in AUTOMATION if name),
         *(("channels", name, f"channel_{name}") for name in CHANNELS),
     ]
