@@ -14,7 +14,7 @@ from pathlib import Path
 from .enrich import Enricher
 from .rules import Rules
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 # The state keeps small integers where the aggregates sort and group: organisation ids,
 # day ordinals (``datetime.date.toordinal``) and the codes below.  Sorting 1M derived rows
@@ -27,40 +27,36 @@ CHANNELS = ("other", "file", "container", "pypi")  # download channels, by route
 CHANNEL_OF_KIND = {"file": 1, "prefix": 1, "oci": 2, "pypi": 3}
 AUTOMATION = ("", "ci", "mirror", "bot")  # "" = human
 HUMAN, A_CI, A_MIRROR, A_BOT = 0, 1, 2, 3
+NETWORK_AUTOMATION = {"ci": A_CI, "mirror": A_MIRROR}  # network types whose traffic is automated
 
 
-# Each derived row's category for ``org_day``: signal and page value class, plus 10 when the
-# row is automated; CATEGORIES[c % 10] names it.
+# Each derived row's category for ``org_day``: signal and page value class;
+# CATEGORIES[c] names it, CATEGORY_SIGNAL[c] its signal.
 CATEGORIES = ("download", "docs_low", "docs_medium", "docs_high", "web_low", "web_medium",
               "web_high", "telemetry", "link", "other")  # fmt: skip
-# the SIGNALS name of each category
 CATEGORY_SIGNAL = ("download", "docs", "docs", "docs", "website", "website", "website",
                    "telemetry", "link_click", "other")  # fmt: skip
+C_DOWNLOAD, C_DOCS = 0, (1, 2, 3)
 CATEGORY_SQL = (
-    f"(CASE signal WHEN {S_DOWNLOAD} THEN 0 WHEN {S_DOCS} THEN 1 + value_class "
+    f"CASE signal WHEN {S_DOWNLOAD} THEN 0 WHEN {S_DOCS} THEN 1 + value_class "
     f"WHEN {S_WEBSITE} THEN 4 + value_class WHEN {S_TELEMETRY} THEN 7 WHEN {S_LINK} THEN 8 "
-    f"ELSE 9 END) + 10 * (automation != {HUMAN})"
+    "ELSE 9 END"
 )
+# ``org_day`` holds one count per organisation, day and *day code*: the category, the
+# automation kind, the download channel and whether the page is about maintenance, packed
+# into one small integer.  Folding is then one narrow GROUP BY; the scorer unpacks codes
+# when it loads (see ``unpack_day_code``).
+DAY_CODE_SQL = (
+    f"((({CATEGORY_SQL}) * 4 + automation) * 4 "
+    f"+ CASE WHEN signal = {S_DOWNLOAD} THEN channel ELSE 0 END) * 2 + maintenance"
+)
+DAY_CODES = len(CATEGORIES) * len(AUTOMATION) * len(CHANNELS) * 2
 
 
-def _day_columns() -> tuple[tuple[str, str], ...]:
-    """``org_day``'s counters: (column, which derived rows it counts), one row per
-    organisation and day.  Human and automated events are counted apart per category, so
-    points (weighted by the rules) are computed from exact integers when scores are loaded,
-    and an incremental fold adds up to exactly what a full one does."""
-    columns = [
-        (f"{who}_{name}", f"category = {offset + i}")
-        for who, offset in (("human", 0), ("auto", 10))
-        for i, name in enumerate(CATEGORIES)
-    ]
-    columns += [(f"by_{AUTOMATION[a]}", f"automation = {a}") for a in (A_CI, A_MIRROR, A_BOT)]
-    columns += [(f"channel_{name}", f"signal = {S_DOWNLOAD} AND channel = {code}")
-                for code, name in enumerate(CHANNELS)]  # fmt: skip
-    columns.append(("maintenance", "category BETWEEN 1 AND 3 AND maintenance"))  # human docs
-    return tuple(columns)
+def unpack_day_code(code: int) -> tuple[int, int, int, bool]:
+    """(category, automation, channel, maintenance) of an ``org_day`` code."""
+    return code >> 5, (code >> 3) & 3, (code >> 1) & 3, bool(code & 1)
 
-
-DAY_COLUMNS = _day_columns()
 
 # SQL: an ISO timestamp's day ordinal (julianday('0001-01-01') = 1721425.5, ordinal 1).
 DAY_OF_TS = "CAST(julianday(substr({ts}, 1, 10)) - 1721424.5 AS INTEGER)"
@@ -70,11 +66,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS orgs (
     id INTEGER PRIMARY KEY, org_key TEXT NOT NULL UNIQUE, name TEXT, type TEXT, domain TEXT,
     confidence REAL, source TEXT);
-CREATE TABLE IF NOT EXISTS org_network (network TEXT PRIMARY KEY, org INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS org_endpoint (endpoint_id TEXT PRIMARY KEY, org INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS org_network (
+    network TEXT PRIMARY KEY, org INTEGER NOT NULL, automation INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS org_endpoint (
+    endpoint_id TEXT PRIMARY KEY, org INTEGER NOT NULL, automation INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS org_day (
-    org INTEGER NOT NULL, day INTEGER NOT NULL, {day_columns},
-    PRIMARY KEY (org, day)) WITHOUT ROWID;
+    org INTEGER NOT NULL, day INTEGER NOT NULL, code INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (org, day, code)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS org_source (
     org INTEGER NOT NULL, signal INTEGER NOT NULL, endpoint_id TEXT NOT NULL,
     origin_id TEXT NOT NULL, automation INTEGER NOT NULL, last_day INTEGER NOT NULL,
@@ -89,7 +87,7 @@ CREATE TABLE IF NOT EXISTS burst (
 CREATE TABLE IF NOT EXISTS scores (org_key TEXT PRIMARY KEY, rank INTEGER, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stage_timeline (
     org_key TEXT NOT NULL, stage TEXT NOT NULL, since TEXT NOT NULL, PRIMARY KEY (org_key, since, stage));
-""".replace("{day_columns}", ", ".join(f"{name} INTEGER NOT NULL" for name, _ in DAY_COLUMNS))
+"""
 AGGREGATE_TABLES = (
     "orgs",
     "org_network",
@@ -106,12 +104,8 @@ UNATTRIBUTED = "(unattributed)"
 FOLD_STATEMENTS = (
     f"""
     INSERT INTO org_day
-    SELECT org, day, {", ".join(f"sum({cond})" for _, cond in DAY_COLUMNS)}
-    FROM (  -- LIMIT keeps the subquery from being flattened: one category per row, not per column
-        SELECT org, day, {CATEGORY_SQL} AS category, automation, signal, channel, maintenance
-        FROM temp.batch LIMIT -1)
-    GROUP BY 1, 2
-    ON CONFLICT DO UPDATE SET {", ".join(f"{n} = {n} + excluded.{n}" for n, _ in DAY_COLUMNS)}
+    SELECT org, day, {DAY_CODE_SQL}, count(*) FROM temp.batch GROUP BY 1, 2, 3
+    ON CONFLICT DO UPDATE SET n = n + excluded.n
     """,
     """
     INSERT INTO org_source
@@ -204,8 +198,17 @@ class Aggregator:
         params.append(high)
         self._enrich(where, params)
         self._classify_text(where, params)
+        # the organisation (and whether its network is a CI or mirror one): an endpoint
+        # override wins over the network; the join is left out when there are none
+        if self.db.execute("SELECT 1 FROM org_endpoint LIMIT 1").fetchone():
+            endpoint_join = "LEFT JOIN org_endpoint ep ON ep.endpoint_id = e.endpoint_id"
+            org = f"coalesce(ep.org, nw.org, {self.unattributed})"
+            network_automation = "coalesce(ep.automation, nw.automation)"
+        else:
+            endpoint_join, network_automation = "", "nw.automation"
+            org = f"coalesce(nw.org, {self.unattributed})"
         derived = f"""
-            SELECT coalesce(ep.org, nw.org, {self.unattributed}) AS org,
+            SELECT {org} AS org,
                 {DAY_OF_TS.format(ts="e.ts")} AS day, e.ts, coalesce(e.package, '') AS package,
                 e.version, substr(e.endpoint_id, 1, 16) AS endpoint_id,
                 substr(coalesce(e.origin_id, ''), 1, 16) AS origin_id,
@@ -222,15 +225,14 @@ class Aggregator:
                 {code_case("e.route_kind", CHANNEL_OF_KIND)} AS channel,
                 CASE
                     WHEN e.client_kind = 'bot' THEN {A_BOT}
-                    WHEN o.type = 'mirror' OR ua.automation = 'mirror' THEN {A_MIRROR}
-                    WHEN o.type = 'ci' OR ua.automation = 'ci'
+                    WHEN {network_automation} = {A_MIRROR} OR ua.automation = 'mirror' THEN {A_MIRROR}
+                    WHEN {network_automation} = {A_CI} OR ua.automation = 'ci'
                         OR (e.route_kind = 'pypi' AND json_extract(e.data, '$.ci') = 1) THEN {A_CI}
                     ELSE {HUMAN} END AS automation,
                 coalesce(rc.maintenance, 0) AS maintenance
             FROM ev.events e
-            LEFT JOIN org_endpoint ep ON ep.endpoint_id = e.endpoint_id
+            {endpoint_join}
             LEFT JOIN org_network nw ON nw.network = e.network
-            LEFT JOIN orgs o ON o.id = coalesce(ep.org, nw.org)
             LEFT JOIN temp.ua_class ua ON ua.user_agent = e.user_agent
             LEFT JOIN temp.referer_class rc ON rc.referer = e.referer
             WHERE {where}
@@ -292,8 +294,8 @@ class Aggregator:
             org = self.enricher.endpoint(endpoint_id)
             assert org is not None
             self.db.execute(
-                "INSERT OR IGNORE INTO org_endpoint VALUES (?, ?)",
-                (endpoint_id, self._org(org.name, org)),
+                "INSERT OR IGNORE INTO org_endpoint VALUES (?, ?, ?)",
+                (endpoint_id, self._org(org.name, org), NETWORK_AUTOMATION.get(org.type, HUMAN)),
             )
         rows = self.db.execute(
             f"SELECT DISTINCT e.network FROM ev.events e WHERE {where} AND e.network IS NOT NULL "
@@ -303,7 +305,10 @@ class Aggregator:
         for (network,) in rows:
             org = self.enricher.network(network)
             org_id = self._org(org.name if org else f"net:{network}", org)
-            self.db.execute("INSERT OR IGNORE INTO org_network VALUES (?, ?)", (network, org_id))
+            automation = NETWORK_AUTOMATION.get(org.type, HUMAN) if org else HUMAN
+            self.db.execute(
+                "INSERT OR IGNORE INTO org_network VALUES (?, ?, ?)", (network, org_id, automation)
+            )
 
     def _org(self, key: str, org) -> int:  # type: ignore[no-untyped-def]
         """The organisation's id, created on first sight."""

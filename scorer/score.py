@@ -21,12 +21,15 @@ from packaging.version import InvalidVersion, Version
 
 from .aggregate import (
     AUTOMATION,
+    C_DOWNLOAD,
     CATEGORIES,
     CATEGORY_SIGNAL,
     CHANNELS,
+    DAY_CODES,
     HUMAN,
     SIGNALS,
     UNATTRIBUTED,
+    unpack_day_code,
 )
 from .enrich import confidence_label
 from .rules import Rules
@@ -102,10 +105,37 @@ def _org_filter(only: set[int] | None, unattributed: int) -> tuple[str, list[int
     return f"org IN ({','.join('?' for _ in ids) or 'NULL'})", ids
 
 
+def _day_code_table(rules: Rules) -> list[tuple[int, float, float, str, str, str]]:
+    """What one ``org_day`` code adds, by code: (field of :class:`Day` for human counts or -1,
+    human points, automated points, signal, automation kind, download channel)."""
+    p = rules["points"]
+    weight = {"download": p["download"], "telemetry": p["telemetry"], "link": p["link_click"]}
+    for prefix in ("docs", "web"):
+        for value in ("low", "medium", "high"):
+            weight[f"{prefix}_{value}"] = p["page_view"][value]
+    fields = {"download": 0, "docs_low": 1, "docs_medium": 1, "docs_high": 1, "web_low": 2,
+              "web_medium": 3, "web_high": 4, "telemetry": 5, "link": 6}  # fmt: skip
+    table = []
+    for code in range(DAY_CODES):
+        category, automation, channel, _maintenance = unpack_day_code(code)
+        name = CATEGORIES[category]
+        w = float(weight.get(name, 0))
+        table.append((
+            fields.get(name, -1) if automation == HUMAN else -1,
+            w if automation == HUMAN else 0.0,
+            0.0 if automation == HUMAN else w,
+            CATEGORY_SIGNAL[category],
+            AUTOMATION[automation],
+            CHANNELS[channel] if category == C_DOWNLOAD else "",
+        ))  # fmt: skip
+    return table
+
+
 def load_orgs(
     db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[int] | None = None
 ) -> dict[int, OrgData]:
-    """Per organisation and day from ``org_day``, points weighted from its counts in SQL."""
+    """Per organisation and day from ``org_day`` (read in key order: organisation, day,
+    code), its codes unpacked into human counts, points and per-organisation totals."""
     orgs: dict[int, OrgData] = {}
     unattributed = -1
     for org_id, key, name, kind, domain, confidence, source in db.execute("SELECT * FROM orgs"):
@@ -114,46 +144,54 @@ def load_orgs(
         elif only is None or org_id in only:
             orgs[org_id] = OrgData(org_id, key, name, kind, domain, confidence or 0.0, source)
     where, ids = _org_filter(only, unattributed)
-    p = rules["points"]
-    pv = p["page_view"]
-    weights = {"download": p["download"], "telemetry": p["telemetry"], "link": p["link_click"]}
-    for sig in ("docs", "web"):
-        for value in ("low", "medium", "high"):
-            weights[f"{sig}_{value}"] = pv[value]
-    human_points = " + ".join(f"human_{name} * ?" for name in weights)
-    auto_points = " + ".join(f"auto_{name} * ?" for name in weights)
-    points = f"({human_points}) + ? * ({auto_points})"
-    point_params = [*weights.values(), float(rules["automation"]["factor"]), *weights.values()]
-    sql = f"""
-        SELECT org, day, human_download, human_docs_low + human_docs_medium + human_docs_high,
-            human_web_low, human_web_medium, human_web_high, human_telemetry, human_link,
-            maintenance, {points}
-        FROM org_day WHERE day <= ? AND {where}
-    """
-    rows = db.execute(sql, [*point_params, as_of_day, *ids])
-    for org_id, day, dl, docs, low, medium, high, tm, links, maint, day_points in rows:
-        org = orgs.get(org_id)
-        if org is not None:
-            org.days[day] = Day(dl, docs, low, medium, high, tm, links, maint, day_points)
-    signal_sums: dict[str, list[str]] = defaultdict(list)
-    for category, signal in zip(CATEGORIES, CATEGORY_SIGNAL, strict=True):
-        signal_sums[signal] += [f"human_{category}", f"auto_{category}"]
-    sums = [
-        *(("totals", name, " + ".join(columns)) for name, columns in signal_sums.items()),
-        *(("automated", name, f"by_{name}") for name in AUTOMATION if name),
-        *(("channels", name, f"channel_{name}") for name in CHANNELS),
-    ]
-    totals = db.execute(
-        f"SELECT org, {', '.join(f'sum({expr})' for _, _, expr in sums)} FROM org_day "
-        f"WHERE day <= ? AND {where} GROUP BY org",
-        [as_of_day, *ids],
+    table = _day_code_table(rules)
+    factor = float(rules["automation"]["factor"])
+    maintenance = {code for code in range(DAY_CODES)
+                   if table[code][0] == 1 and unpack_day_code(code)[3]}  # fmt: skip
+    rows = db.execute(
+        f"SELECT org, day, code, n FROM org_day WHERE day <= ? AND {where}", [as_of_day, *ids]
     )
-    for org_id, *values in totals:
-        org = orgs.get(org_id)
-        if org is not None:
-            for (attr, name, _), value in zip(sums, values, strict=True):
-                if value:
-                    getattr(org, attr)[name] = value
+    org: OrgData | None = None
+    counts: list[int] = []  # per code, of the current organisation
+    day = -1
+    acc = [0] * 8  # Day's counters of the current day
+    human = auto = 0.0
+
+    def flush_day() -> None:
+        if org is not None and day >= 0:
+            org.days[day] = Day(*acc, points=human + factor * auto)
+
+    def flush_org() -> None:
+        if org is None:
+            return
+        for code, n in enumerate(counts):
+            if n:
+                _field, _h, _a, signal, automation, channel = table[code]
+                org.totals[signal] += n
+                if automation:
+                    org.automated[automation] += n
+                if channel:
+                    org.channels[channel] += n
+
+    current = -1
+    for org_id, day_of_row, code, n in rows:
+        if org_id != current or day_of_row != day:
+            flush_day()
+            if org_id != current:
+                flush_org()
+                current, org = org_id, orgs.get(org_id)
+                counts = [0] * DAY_CODES
+            day, acc, human, auto = day_of_row, [0] * 8, 0.0, 0.0
+        field, h, a, *_ = table[code]
+        counts[code] += n
+        if field >= 0:
+            acc[field] += n
+            if code in maintenance:
+                acc[7] += n
+        human += n * h
+        auto += n * a
+    flush_day()
+    flush_org()
     return orgs
 
 
