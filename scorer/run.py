@@ -72,6 +72,7 @@ def score(
         Path(state_db).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(state_db)
     conn.isolation_level = None
+    fold = None
     try:
         agg = Aggregator(conn, events_path, rules, enricher)
         conn.execute("BEGIN")
@@ -92,12 +93,15 @@ def score(
         # Scores depend on the day (windows move daily): a same-day incremental run only
         # rescores the organisations that new events touched and keeps the others.
         same_day = not full and agg.meta("scored_day") == str(as_of_day)
-        high, count = agg.fold(
-            last, as_of_ts(moment) if reproducible else None, track_touched=same_day
-        )
+        fold = agg.fold(last, as_of_ts(moment) if reproducible else None, track_touched=same_day)
+        try:
+            # per-day activity is folded; load it while sources, versions and bursts fold
+            only = agg.touched if same_day else None
+            orgs = load_orgs(conn, rules, as_of_day, only)
+        finally:
+            fold.finish()
+        high, count = fold.high, fold.count
         agg.set_meta("last_event_id", str(high))
-        only = agg.touched if same_day else None
-        orgs = load_orgs(conn, rules, as_of_day, only)
         fresh = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]
         fresh = [d for d in fresh if d["first_seen"] is not None]
         kept: list[dict[str, Any]] = []
@@ -120,6 +124,8 @@ def score(
         conn.execute("COMMIT")
     finally:
         conn.close()
+        if fold is not None:
+            fold.close()
     return ScoreRun(
         docs, count, full, moment.isoformat().replace("+00:00", "Z"), time.perf_counter() - started
     )

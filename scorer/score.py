@@ -15,11 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .aggregate import (
+from .enrich import confidence_label
+from .rules import Rules
+from .state import (
     AUTOMATION,
     C_DOWNLOAD,
     CATEGORIES,
@@ -31,8 +34,6 @@ from .aggregate import (
     UNATTRIBUTED,
     unpack_day_code,
 )
-from .enrich import confidence_label
-from .rules import Rules
 
 STAGES = ("Interest", "Investigation", "Experimentation", "Ongoing Usage")
 INACTIVE = "Inactive"
@@ -80,7 +81,10 @@ class Day:
 
     @property
     def any(self) -> bool:
-        return bool(self.downloads or self.page_views or self.telemetry or self.links)
+        return bool(
+            self.downloads or self.docs or self.web_low or self.web_medium or self.web_high
+            or self.telemetry or self.links
+        )  # fmt: skip
 
 
 @dataclass
@@ -202,16 +206,20 @@ class Windows:
 
     def __init__(self, days: dict[int, Day]) -> None:
         self.days = days
-        self.active = sorted(i for i, d in days.items() if d.any)
-        self._cum: dict[str, list[int]] = {}
-        for attr in self.ATTRS:
-            running, acc = 0, [0]
-            for i in self.active:
-                running += getattr(days[i], attr)
-                acc.append(running)
-            self._cum[attr] = acc
-        weeks = sorted({_week_start(i) for i in self.active if days[i].page_views})
-        pv_days = [i for i in self.active if days[i].page_views]
+        self.active = active = sorted(i for i, d in days.items() if d.any)
+        ds = [days[i] for i in active]
+        page_views = [d.docs + d.web_low + d.web_medium + d.web_high for d in ds]
+        columns = {
+            "downloads": [d.downloads for d in ds],
+            "page_views": page_views,
+            "telemetry": [d.telemetry for d in ds],
+            "docs": [d.docs for d in ds],
+            "maintenance": [d.maintenance for d in ds],
+            "links": [d.links for d in ds],
+        }
+        self._cum = {attr: [0, *accumulate(values)] for attr, values in columns.items()}
+        pv_days = [i for i, n in zip(active, page_views, strict=True) if n]
+        weeks = sorted({_week_start(i) for i in pv_days})
         self.consecutive_weeks_from: int | None = None
         for a, b in zip(weeks, weeks[1:], strict=False):
             if b - a == 7:
@@ -308,15 +316,15 @@ def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]
     """(stage, day entered) transitions up to ``as_of``, evaluated where anything can change."""
     inactive_days = int(rules["stages"]["inactive_days"])
     checkpoints: set[int] = set()
-    for i in w.active:
-        for offset in (0, 30, 60, 90, inactive_days):
-            if i + offset <= as_of:
-                checkpoints.add(i + offset)
+    for offset in {0, 30, 60, 90, inactive_days}:
+        checkpoints.update(map(offset.__add__, w.active))
+    ordered = sorted(checkpoints)
+    del ordered[bisect_right(ordered, as_of) :]
     timeline: list[tuple[str, int]] = []
     best_before_inactive: str | None = None
     current: str | None = None
     reached = 0
-    for activity in _activity_sweep(w, sorted(checkpoints)):
+    for activity in _activity_sweep(w, ordered):
         t, stage = activity.t, stage_for(activity, rules)
         if reached >= STAGE_RANK["Investigation"] and t - activity.last >= inactive_days:
             if current != INACTIVE:
@@ -336,13 +344,31 @@ def stage_timeline(w: Windows, as_of: int, rules: Rules) -> list[tuple[str, int]
     return timeline
 
 
-def capped_points(days: dict[int, Day], t: int, rules: Rules, start: int | None = None) -> float:
-    daily, monthly = float(rules["caps"]["daily"]), float(rules["caps"]["monthly"])
-    months: dict[str, float] = defaultdict(float)
-    for i, d in days.items():
-        if i <= t and (start is None or i > start):
-            months[day_text(i)[:7]] += min(daily, d.points)
-    return round(sum(min(monthly, v) for v in months.values()), 2)
+class CappedPoints:
+    """An organisation's points over a window: each day's points capped daily, summed per
+    calendar month and each month capped.  Built once (days ascending), read per window."""
+
+    def __init__(self, days: dict[int, Day], rules: Rules) -> None:
+        daily = float(rules["caps"]["daily"])
+        self.monthly = float(rules["caps"]["monthly"])
+        self.days = sorted(days)
+        self.months = [day_text(i)[:7] for i in self.days]
+        self.points = [min(daily, days[i].points) for i in self.days]
+
+    def window(self, t: int, start: int | None = None) -> float:
+        """Days in (start, t]; all days up to ``t`` without ``start``."""
+        lo = 0 if start is None else bisect_right(self.days, start)
+        hi = bisect_right(self.days, t)
+        total, month, acc = 0.0, None, 0.0
+        for k in range(lo, hi):
+            if self.months[k] != month:
+                if month is not None:
+                    total += min(self.monthly, acc)
+                month, acc = self.months[k], 0.0
+            acc += self.points[k]
+        if month is not None:
+            total += min(self.monthly, acc)
+        return round(total, 2)
 
 
 def level(*conditions: bool) -> str:
@@ -432,9 +458,10 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
             bool(tm_days) and tm_days[-1] - tm_days[0] >= 90 and tm_sources > 1,
         ),  # fmt: skip
     }
-    points = capped_points(org.days, as_of, rules)
-    last30 = capped_points(org.days, as_of, rules, start=as_of - 30)
-    prev = capped_points(org.days, as_of - 30, rules, start=as_of - 90)
+    capped = CappedPoints(org.days, rules)
+    points = capped.window(as_of)
+    last30 = capped.window(as_of, start=as_of - 30)
+    prev = capped.window(as_of - 30, start=as_of - 90)
     prev_avg = prev / 2
     churn_rules = rules["churn"]
     churn = stage == INACTIVE or (
