@@ -13,8 +13,8 @@ import sqlite3
 from pathlib import Path
 
 from .enrich import Enricher
+from .fold import Fold
 from .rules import Rules
-from .sidefold import Fold, SideFold
 from .state import (
     A_BOT,
     A_CI,
@@ -26,7 +26,6 @@ from .state import (
     HUMAN,
     MAPPING_TABLES,
     NETWORK_AUTOMATION,
-    ORG_DAY_GROUPING,
     S_DOCS,
     S_DOWNLOAD,
     S_LINK,
@@ -37,9 +36,8 @@ from .state import (
     UNATTRIBUTED,
     V_LOW,
     VALUE_OF_CLASS,
-    attach_events,
+    attach_readonly,
     code_case,
-    upsert,
 )
 
 
@@ -61,7 +59,7 @@ class Aggregator:
         self.touched: set[int] = set()
         self.unattributed = 0  # the id of UNATTRIBUTED, set by fold()
         self.events_path = events_path
-        attach_events(self.db, events_path)
+        attach_readonly(self.db, events_path, "ev")
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -84,36 +82,38 @@ class Aggregator:
     ) -> Fold:
         """Start aggregating events with id > ``after_id`` (and ts ≤ ``until_ts``).
 
-        Per-day activity is folded before this returns, so the scorer can load it; sources,
-        versions and bursts are folded by a :class:`SideFold` meanwhile, and are in the
-        state once :meth:`Fold.finish` returns.  With ``track_touched``, ``self.touched``
-        holds the organisations the events hit."""
-        where = "e.id > ?"
-        params: list = [after_id]
-        if until_ts:
-            where += " AND e.ts <= ?"
-            params.append(until_ts)
+        Per-day activity is folded when this returns, so the scorer can load it; sources,
+        versions and bursts are in the state once :meth:`Fold.finish` returns (see
+        ``fold.py``).  With ``track_touched``, ``self.touched`` holds the organisations the
+        events hit."""
+        ts_filter, ts_params = (" AND e.ts <= ?", [until_ts]) if until_ts else ("", [])
         high, count = self.db.execute(
-            f"SELECT max(e.id), count(*) FROM ev.events e WHERE {where}", params
+            f"SELECT max(e.id), count(*) FROM ev.events e WHERE e.id > ?{ts_filter}",
+            [after_id, *ts_params],
         ).fetchone()
+        fold = Fold(high or after_id, count)
         if not count:
-            return Fold(after_id, 0)
-        where += " AND e.id <= ?"
-        params.append(high)
+            return fold
+        where = f"e.id > ?{ts_filter} AND e.id <= ?"
+        params = [after_id, *ts_params, high]
         self._enrich(where, params)
         self._classify_text(where, params)
-        derived = self._derived(where)
-        side = SideFold(self.events_path, derived, params, self._mapping())
-        side.start()
+        # two halves of about equal size, for the two connections of the fold
+        (middle,) = self.db.execute(
+            f"SELECT max(id) FROM (SELECT e.id FROM ev.events e WHERE {where} ORDER BY e.id "
+            "LIMIT ?)",
+            [*params, count // 2],
+        ).fetchone()
+        middle = middle or after_id
+        halves = ([after_id, *ts_params, middle], [middle, *ts_params, high])
         try:
-            self.db.execute(upsert("org_day", ORG_DAY_GROUPING.format(derived=derived)), params)
-            if track_touched:
-                self.touched = {org for (org,) in self.db.execute(
-                    f"SELECT DISTINCT org FROM ({derived} LIMIT -1)", params)}  # fmt: skip
+            fold.start(self.db, self.events_path, self._derived(where), halves, self._mapping())
         except BaseException:
-            side.remove()
+            fold.close()
             raise
-        return Fold(high, count, side, self.db)
+        if track_touched:
+            self.touched = fold.touched()
+        return fold
 
     def _derived(self, where: str) -> str:
         """SQL for one row per event: organisation id, day ordinal and the codes."""

@@ -94,12 +94,10 @@ def score(
         # rescores the organisations that new events touched and keeps the others.
         same_day = not full and agg.meta("scored_day") == str(as_of_day)
         fold = agg.fold(last, as_of_ts(moment) if reproducible else None, track_touched=same_day)
-        try:
-            # per-day activity is folded; load it while sources, versions and bursts fold
-            only = agg.touched if same_day else None
-            orgs = load_orgs(conn, rules, as_of_day, only)
-        finally:
-            fold.finish()
+        # per-day activity is folded: load it while sources, versions and bursts fold
+        only = agg.touched if same_day else None
+        orgs = load_orgs(conn, rules, as_of_day, only)
+        fold.finish()
         high, count = fold.high, fold.count
         agg.set_meta("last_event_id", str(high))
         fresh = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]

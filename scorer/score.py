@@ -359,7 +359,8 @@ class CappedPoints:
         """Days in (start, t]; all days up to ``t`` without ``start``."""
         lo = 0 if start is None else bisect_right(self.days, start)
         hi = bisect_right(self.days, t)
-        total, month, acc = 0.0, None, 0.0
+        total: float = 0  # an empty window is 0, as sum() gives
+        month, acc = None, 0.0
         for k in range(lo, hi):
             if self.months[k] != month:
                 if month is not None:

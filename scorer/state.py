@@ -106,9 +106,15 @@ UPSERT = {
     "human = human + excluded.human",
     "burst": "n = n + excluded.n",
 }
-# The aggregates the side fold computes from its ``temp.batch`` of derived rows
-# (``org_day`` is folded by the main connection straight from the derived rows).
-SIDE_GROUPINGS = {
+# The rows each fold groups: one per event, as ``derived`` (aggregate.py) computes them,
+# with its ``org_day`` code; kept in scratch tables named ``batch``.
+BATCH_SELECT = (
+    "SELECT org, day, ts, package, version, endpoint_id, origin_id, signal, channel, "
+    f"automation, {DAY_CODE_SQL} AS code FROM ({{derived}} LIMIT -1)"
+)  # LIMIT: the code reads the derived columns instead of repeating their expressions
+# Each aggregate's grouping of ``temp.batch`` (the batches of all parts of a fold).
+GROUPINGS = {
+    "org_day": "SELECT org, day, code, count(*) FROM temp.batch GROUP BY 1, 2, 3",
     "org_source": """
         SELECT org, signal, endpoint_id, origin_id, automation, max(day)
         FROM temp.batch WHERE endpoint_id IS NOT NULL
@@ -124,11 +130,6 @@ SIDE_GROUPINGS = {
         FROM temp.batch WHERE signal = {S_DOWNLOAD} AND endpoint_id IS NOT NULL
         GROUP BY 1, 2, 3""",
 }
-# the per-day codes, folded straight from the derived rows (LIMIT: evaluate each derived
-# column once instead of substituting its expression into the code)
-ORG_DAY_GROUPING = (
-    f"SELECT org, day, {DAY_CODE_SQL}, count(*) FROM ({{derived}} LIMIT -1) GROUP BY 1, 2, 3"
-)
 
 
 def upsert(table: str, select: str) -> str:
@@ -146,9 +147,9 @@ CLASS_SCHEMA = (
 MAPPING_TABLES = ("org_network", "org_endpoint", "temp.ua_class", "temp.referer_class")
 
 
-def attach_events(db: sqlite3.Connection, events_path: Path) -> None:
-    """The event store, read-only, as ``ev``."""
-    db.execute("ATTACH DATABASE ? AS ev", (f"file:{events_path.resolve()}?mode=ro",))
+def attach_readonly(db: sqlite3.Connection, path: Path, name: str) -> None:
+    """Attach the database at ``path`` read-only as ``name`` (the event store as ``ev``)."""
+    db.execute(f"ATTACH DATABASE ? AS {name}", (f"file:{path.resolve()}?mode=ro",))
 
 
 def code_case(column: str, codes: dict[str, int]) -> str:
