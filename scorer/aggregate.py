@@ -10,6 +10,7 @@ on two connections at once and merging (see ``sidefold.py``).
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .enrich import Enricher
@@ -39,6 +40,27 @@ from .state import (
     attach_readonly,
     code_case,
 )
+
+
+def distinct_texts(events_path: Path, where: str, params: list) -> tuple[list[str], list[str]]:
+    """The distinct user agents and page-view referers of a range, on a connection of its own
+    (so that they are read while the main connection resolves networks)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        attach_readonly(db, events_path, "ev")
+        agents = db.execute(
+            f"SELECT DISTINCT e.user_agent FROM ev.events e WHERE {where} "
+            "AND e.user_agent IS NOT NULL",
+            params,
+        ).fetchall()
+        referers = db.execute(
+            f"SELECT DISTINCT e.referer FROM ev.events e WHERE {where} AND e.type = 'page_view' "
+            "AND e.referer IS NOT NULL",
+            params,
+        ).fetchall()
+    finally:
+        db.close()
+    return [a for (a,) in agents], [r for (r,) in referers]
 
 
 class Aggregator:
@@ -96,8 +118,10 @@ class Aggregator:
             return fold
         where = f"e.id > ?{ts_filter} AND e.id <= ?"
         params = [after_id, *ts_params, high]
-        self._enrich(where, params)
-        self._classify_text(where, params)
+        with ThreadPoolExecutor(1) as pool:  # read the texts to classify meanwhile
+            texts = pool.submit(distinct_texts, self.events_path, where, params)
+            self._enrich(where, params)
+            self._classify_text(*texts.result())
         # two halves of about equal size, for the two connections of the fold
         (middle,) = self.db.execute(
             f"SELECT max(id) FROM (SELECT e.id FROM ev.events e WHERE {where} ORDER BY e.id "
@@ -163,7 +187,7 @@ class Aggregator:
             table: self.db.execute(f"SELECT * FROM {table}").fetchall() for table in MAPPING_TABLES
         }
 
-    def _classify_text(self, where: str, params: list) -> None:
+    def _classify_text(self, agents: list[str], referers: list[str]) -> None:
         """Classify each distinct user agent and referer once, in Python (few distinct values)."""
         a, sig = self.rules["automation"], self.rules["signals"]
         ci = [p.lower() for p in a["ci_user_agents"]]
@@ -172,12 +196,8 @@ class Aggregator:
         maintenance = [p.lower() for p in sig["maintenance_patterns"]]
         for statement in CLASS_SCHEMA:
             self.db.execute(statement)
-        agents = self.db.execute(
-            f"SELECT DISTINCT e.user_agent FROM ev.events e WHERE {where} AND e.user_agent IS NOT NULL",
-            params,
-        ).fetchall()
         rows = []
-        for (agent,) in agents:
+        for agent in agents:
             low = agent.lower()
             kind = (
                 "mirror"
@@ -188,16 +208,11 @@ class Aggregator:
             )
             rows.append((agent, kind))
         self.db.executemany("INSERT OR IGNORE INTO temp.ua_class VALUES (?, ?)", rows)
-        referers = self.db.execute(
-            f"SELECT DISTINCT e.referer FROM ev.events e WHERE {where} AND e.type = 'page_view' "
-            "AND e.referer IS NOT NULL",
-            params,
-        ).fetchall()
         self.db.executemany(
             "INSERT OR IGNORE INTO temp.referer_class VALUES (?, ?, ?)",
             [
                 (r, any(d in r.lower() for d in docs), any(m in r.lower() for m in maintenance))
-                for (r,) in referers
+                for r in referers
             ],
         )
 

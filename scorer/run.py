@@ -20,7 +20,7 @@ from typing import Any
 from .aggregate import Aggregator
 from .enrich import Enricher
 from .rules import Rules
-from .score import day_index, load_orgs, rank_key, score_org
+from .score import day_index, load_extras, load_orgs, profile_org, rank_key, score_org
 
 
 @dataclass
@@ -94,13 +94,19 @@ def score(
         # rescores the organisations that new events touched and keeps the others.
         same_day = not full and agg.meta("scored_day") == str(as_of_day)
         fold = agg.fold(last, as_of_ts(moment) if reproducible else None, track_touched=same_day)
-        # per-day activity is folded: load it while sources, versions and bursts fold
+        # per-day activity is folded: load it and build timelines while sources, versions
+        # and bursts fold (fold.py)
         only = agg.touched if same_day else None
         orgs = load_orgs(conn, rules, as_of_day, only)
+        profiles = {org_id: profile_org(org, rules, as_of_day) for org_id, org in orgs.items()}
         fold.finish()
         high, count = fold.high, fold.count
         agg.set_meta("last_event_id", str(high))
-        fresh = [score_org(org, conn, rules, as_of_day) for org in orgs.values()]
+        extras = load_extras(conn, as_of_day, only)
+        fresh = [
+            score_org(org, profiles[org.id], extras[org.id], rules, as_of_day)
+            for org in orgs.values()
+        ]
         fresh = [d for d in fresh if d["first_seen"] is not None]
         kept: list[dict[str, Any]] = []
         if only is not None:

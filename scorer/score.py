@@ -381,31 +381,83 @@ def level(*conditions: bool) -> str:
     return result
 
 
-def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) -> dict[str, Any]:
+@dataclass
+class Extras:
+    """What an organisation's sources, versions and bursts say, as of one day."""
+
+    endpoints_30: int = 0  # distinct endpoints active in the last 30 days
+    origins_30: int = 0
+    human_sources_90: dict[str, int] = field(default_factory=dict)  # endpoints per signal
+    versions: list[tuple] = field(default_factory=list)  # org_version rows, by first_ts
+    burst_max: int = 0  # most downloads from one endpoint within a minute
+
+
+def load_extras(
+    db: sqlite3.Connection, as_of: int, only: set[int] | None = None
+) -> dict[int, Extras]:
+    """:class:`Extras` of every organisation (or of ``only``), one query per aggregate."""
+    extras: dict[int, Extras] = defaultdict(Extras)
+    where, ids = ("1", []) if only is None else _org_filter(only, -1)
+    for org, endpoints, origins in db.execute(
+        "SELECT org, count(DISTINCT endpoint_id), count(DISTINCT origin_id) FROM org_source "
+        f"WHERE last_day BETWEEN ? AND ? AND {where} GROUP BY org",
+        [as_of - 29, as_of, *ids],
+    ):
+        extras[org].endpoints_30, extras[org].origins_30 = endpoints, origins
+    for org, code, n in db.execute(
+        "SELECT org, signal, count(DISTINCT endpoint_id) FROM org_source "
+        f"WHERE last_day BETWEEN ? AND ? AND automation = {HUMAN} AND {where} GROUP BY org, signal",
+        [as_of - 89, as_of, *ids],
+    ):
+        extras[org].human_sources_90[SIGNALS[code]] = n
+    for org, *row in db.execute(
+        "SELECT org, package, version, channel, first_ts, last_ts, downloads, human "
+        f"FROM org_version WHERE substr(first_ts, 1, 10) <= ? AND {where} "
+        "ORDER BY org, first_ts, package, version, channel",
+        [day_text(as_of), *ids],
+    ):
+        extras[org].versions.append(tuple(row))
+    for org, n in db.execute(
+        f"SELECT org, max(n) FROM burst WHERE minute < ? AND {where} GROUP BY org",
+        [(as_of + 1) * 1440, *ids],
+    ):
+        extras[org].burst_max = n
+    return extras
+
+
+@dataclass
+class Profile:
+    """What an organisation's per-day activity alone decides: computed while sources,
+    versions and bursts are still being folded."""
+
+    windows: Windows
+    timeline: list[tuple[str, int]]
+    points: float  # capped, all time
+    last30: float  # capped, the last 30 days
+    previous: float  # capped, the 60 days before those
+
+
+def profile_org(org: OrgData, rules: Rules, as_of: int) -> Profile:
     w = Windows(org.days)
-    timeline = stage_timeline(w, as_of, rules)
+    capped = CappedPoints(org.days, rules)
+    return Profile(
+        w,
+        stage_timeline(w, as_of, rules),
+        capped.window(as_of),
+        capped.window(as_of, start=as_of - 30),
+        capped.window(as_of - 30, start=as_of - 90),
+    )
+
+
+def score_org(
+    org: OrgData, profile: Profile, extras: Extras, rules: Rules, as_of: int
+) -> dict[str, Any]:
+    w, timeline = profile.windows, profile.timeline
     raw_days = [i for i in org.days if i <= as_of]
     stage, since = timeline[-1] if timeline else ("Interest", min(raw_days) if raw_days else as_of)
     cutoff90 = day_text(as_of - 89)
-    as_of_text = day_text(as_of)
-    src = db.execute(
-        "SELECT count(DISTINCT endpoint_id), count(DISTINCT origin_id) FROM org_source "
-        "WHERE org = ? AND last_day BETWEEN ? AND ?",
-        (org.id, as_of - 29, as_of),
-    ).fetchone()
-    sources_by_signal = {
-        SIGNALS[code]: n
-        for code, n in db.execute(
-            "SELECT signal, count(DISTINCT endpoint_id) FROM org_source WHERE org = ? "
-            f"AND last_day BETWEEN ? AND ? AND automation = {HUMAN} GROUP BY signal",
-            (org.id, as_of - 89, as_of),
-        )
-    }
-    versions = db.execute(
-        "SELECT package, version, channel, first_ts, last_ts, downloads, human FROM org_version "
-        "WHERE org = ? AND substr(first_ts, 1, 10) <= ? ORDER BY first_ts",
-        (org.id, as_of_text),
-    ).fetchall()
+    sources_by_signal = extras.human_sources_90
+    versions = extras.versions
     by_package: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for package, version, _channel, first_ts, last_ts, _n, human in versions:
         if human:
@@ -423,10 +475,7 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
          if p in vulnerable_rules and last_ts[:10] >= cutoff90 and _version(v) is not None
          and vulnerable_rules[p].contains(str(_version(v)), prereleases=True)}
     )  # fmt: skip
-    burst_max = db.execute(
-        "SELECT coalesce(max(n), 0) FROM burst WHERE org = ? AND minute < ?",
-        (org.id, (as_of + 1) * 1440),
-    ).fetchone()[0]
+    burst_max = extras.burst_max
     # levels per signal
     dl7, dl30 = w.count(as_of, 7, "downloads"), w.count(as_of, 30, "downloads")
     dl90 = w.count(as_of, 90, "downloads")
@@ -459,10 +508,7 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
             bool(tm_days) and tm_days[-1] - tm_days[0] >= 90 and tm_sources > 1,
         ),  # fmt: skip
     }
-    capped = CappedPoints(org.days, rules)
-    points = capped.window(as_of)
-    last30 = capped.window(as_of, start=as_of - 30)
-    prev = capped.window(as_of - 30, start=as_of - 90)
+    points, last30, prev = profile.points, profile.last30, profile.previous
     prev_avg = prev / 2
     churn_rules = rules["churn"]
     churn = stage == INACTIVE or (
@@ -487,7 +533,7 @@ def score_org(org: OrgData, db: sqlite3.Connection, rules: Rules, as_of: int) ->
         "confidence": org.confidence,
         "confidence_label": confidence_label(org.confidence),
         "attribution_source": org.source,
-        "unique_sources_30d": {"endpoints": src[0], "origins": src[1]},
+        "unique_sources_30d": {"endpoints": extras.endpoints_30, "origins": extras.origins_30},
         "upgrade": any(upgraded.values()),
         "upgrades": sorted(p for p, u in upgraded.items() if u),
         "churn": churn,
