@@ -135,6 +135,22 @@ def _day_code_table(rules: Rules) -> list[tuple[int, float, float, str, str, str
     return table
 
 
+def _add_totals(
+    org: OrgData | None, counts: list[int], table: list[tuple[int, float, float, str, str, str]]
+) -> None:
+    """An organisation's totals per signal, automation kind and channel, from its counts."""
+    if org is None:
+        return
+    for code, n in enumerate(counts):
+        if n:
+            _field, _h, _a, signal, automation, channel = table[code]
+            org.totals[signal] += n
+            if automation:
+                org.automated[automation] += n
+            if channel:
+                org.channels[channel] += n
+
+
 def load_orgs(
     db: sqlite3.Connection, rules: Rules, as_of_day: int, only: set[int] | None = None
 ) -> dict[int, OrgData]:
@@ -149,53 +165,38 @@ def load_orgs(
             orgs[org_id] = OrgData(org_id, key, name, kind, domain, confidence or 0.0, source)
     where, ids = _org_filter(only, unattributed)
     table = _day_code_table(rules)
+    field_of = [t[0] for t in table]
+    human_weight, auto_weight = [t[1] for t in table], [t[2] for t in table]
     factor = float(rules["automation"]["factor"])
-    maintenance = {code for code in range(DAY_CODES)
-                   if table[code][0] == 1 and unpack_day_code(code)[3]}  # fmt: skip
     rows = db.execute(
         f"SELECT org, day, code, n FROM org_day WHERE day <= ? AND {where}", [as_of_day, *ids]
     )
+    # one pass in key order; a day's Day is stored when the next day (or organisation) starts
     org: OrgData | None = None
     counts: list[int] = []  # per code, of the current organisation
-    day = -1
+    current = day = -1
     acc = [0] * 8  # Day's counters of the current day
     human = auto = 0.0
-
-    def flush_day() -> None:
-        if org is not None and day >= 0:
-            org.days[day] = Day(*acc, points=human + factor * auto)
-
-    def flush_org() -> None:
-        if org is None:
-            return
-        for code, n in enumerate(counts):
-            if n:
-                _field, _h, _a, signal, automation, channel = table[code]
-                org.totals[signal] += n
-                if automation:
-                    org.automated[automation] += n
-                if channel:
-                    org.channels[channel] += n
-
-    current = -1
     for org_id, day_of_row, code, n in rows:
-        if org_id != current or day_of_row != day:
-            flush_day()
+        if day_of_row != day or org_id != current:
+            if org is not None:
+                org.days[day] = Day(*acc, human + factor * auto)
             if org_id != current:
-                flush_org()
-                current, org = org_id, orgs.get(org_id)
-                counts = [0] * DAY_CODES
+                _add_totals(org, counts, table)
+                current, org, counts = org_id, orgs.get(org_id), [0] * DAY_CODES
             day, acc, human, auto = day_of_row, [0] * 8, 0.0, 0.0
-        field, h, a, *_ = table[code]
         counts[code] += n
-        if field >= 0:
+        field = field_of[code]
+        if field >= 0:  # a human event of a signal Day counts
             acc[field] += n
-            if code in maintenance:
+            human += n * human_weight[code]
+            if field == 1 and code & 1:  # docs about maintenance
                 acc[7] += n
-        human += n * h
-        auto += n * a
-    flush_day()
-    flush_org()
+        else:
+            auto += n * auto_weight[code]
+    if org is not None:
+        org.days[day] = Day(*acc, human + factor * auto)
+    _add_totals(org, counts, table)
     return orgs
 
 

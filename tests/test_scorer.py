@@ -158,25 +158,92 @@ def test_as_of_two_times(store):
 
 
 def test_incremental_equals_full(tmp_path):
+    """Folding the events in three incremental runs (same rules and sources each time) gives
+    what one full run gives."""
     now = time.time()
     events = sorted(archetypes(now - 60), key=lambda e: e.ts)
     db = tmp_path / "events.sqlite3"
     mmdbs = build_mmdb(tmp_path)
     (tmp_path / "overrides.toml").write_text(OVERRIDES)
     (tmp_path / "rules.toml").write_text(RULES)
-    half = len(events) // 2
-    write_events(db, events[:half])
-    first = gateway("score", "--db", str(db), "--state", str(tmp_path / "scores.sqlite3"))
-    assert "full run" in first.stdout
-    write_events(db, events[half:])
-    inc = score_json(tmp_path, db, mmdbs)
-    text = gateway("score", "--db", str(db), "--state", str(tmp_path / "scores.sqlite3"),
-                   "--overrides", str(tmp_path / "overrides.toml"), "--rules", str(tmp_path / "rules.toml"),
-                   *sum((["--mmdb", str(m)] for m in mmdbs), []))  # fmt: skip
-    assert "incremental run, 0 events read" in text.stdout
+    args = ["score", "--db", str(db), "--state", str(tmp_path / "scores.sqlite3"),
+            "--overrides", str(tmp_path / "overrides.toml"), "--rules", str(tmp_path / "rules.toml"),
+            *sum((["--mmdb", str(m)] for m in mmdbs), [])]  # fmt: skip
+    third = len(events) // 3
+    write_events(db, events[:third])
+    assert "full run" in gateway(*args).stdout
+    write_events(db, events[third : 2 * third])
+    assert f"incremental run, {third} events read" in gateway(*args).stdout
+    write_events(db, events[2 * third :])
+    inc = {d["organisation"]: d for d in json.loads(gateway(*args, "--json").stdout)}
+    assert "incremental run, 0 events read" in gateway(*args).stdout
     full = score_json(tmp_path, db, mmdbs, "--full")
     assert inc == full
     assert full["Prod Corp"]["stage"] == "Ongoing Usage"
+
+
+def test_endpoint_override_wins_over_the_network(store, tmp_path):
+    """An endpoint listed in the overrides is attributed to its organisation even on a
+    network that belongs to another, and the rest of that network stays where it was."""
+    import sqlite3
+
+    base, db, mmdbs = store
+    with sqlite3.connect(db) as conn:
+        endpoints = [e for (e,) in conn.execute(
+            "SELECT endpoint_id FROM events WHERE network = '198.51.104.0/24' "
+            "GROUP BY endpoint_id ORDER BY count(*)")]  # fmt: skip
+    assert len(endpoints) >= 2
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text(
+        OVERRIDES + f'\n[[org]]\nname = "Laptop Ltd"\nendpoints = ["{endpoints[0]}"]\n'
+    )
+    args = ["score", "--db", str(db), "--state", str(tmp_path / "s.sqlite3"), "--overrides",
+            str(overrides), "--rules", str(base / "rules.toml"), "--json", "--as-of", T,
+            *sum((["--mmdb", str(m)] for m in mmdbs), [])]  # fmt: skip
+    docs = {d["organisation"]: d for d in json.loads(gateway(*args).stdout)}
+    assert docs["Laptop Ltd"]["unique_sources_30d"]["endpoints"] <= 1
+    assert docs["Laptop Ltd"]["attribution_source"] == "override"
+    before = score_json(base, db, mmdbs, "--as-of", T)["Prod Corp"]
+    moved = sum(docs["Laptop Ltd"]["totals"].values())
+    assert moved > 0
+    assert sum(docs["Prod Corp"]["totals"].values()) == sum(before["totals"].values()) - moved
+
+
+def test_a_failed_fold_leaves_the_state_and_no_scratch_files(tmp_path, monkeypatch):
+    """A fault in the side connection's fold (injected: nothing else makes SQLite fail
+    there on demand) is raised by the run, the saved state is as before, and the scratch
+    databases are removed; the next run folds the same events."""
+    import sqlite3
+    import tempfile
+
+    from scorer import fold
+    from scorer.enrich import Enricher
+    from scorer.rules import load_rules
+    from scorer.run import score
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    db, state = tmp_path / "events.sqlite3", tmp_path / "s.sqlite3"
+    now = time.time()
+    write_events(db, archetypes(now)[:200])
+    first = score(db, state, load_rules(None), Enricher())
+    write_events(db, archetypes(now)[:50])
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    with monkeypatch.context() as m:
+        m.setattr(fold, "_group", broken)
+        with pytest.raises(sqlite3.OperationalError, match="injected"):
+            score(db, state, load_rules(None), Enricher())
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with sqlite3.connect(state) as conn:
+        last = conn.execute("SELECT value FROM meta WHERE key = 'last_event_id'").fetchone()[0]
+    assert int(last) == 200
+    again = score(db, state, load_rules(None), Enricher())
+    assert (again.full, again.events_read) == (False, 50)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert first.events_read == 200
 
 
 def test_incremental_reads_only_new_events(tmp_path):
