@@ -9,8 +9,10 @@ database, while the main connection groups per-day activity straight into the st
 the scorer loads it.  Finally the main connection merges the side's aggregates with the
 upserts an incremental fold uses, so the result is exactly what one connection folding
 everything gives.  ``sqlite3`` releases the GIL while a statement runs: the connections and
-the scorer's Python work proceed side by side.  The scratch databases live in a temporary
-directory that :meth:`Fold.close` removes.
+the scorer's Python work proceed side by side.  The connections read the event store at
+different moments, which is safe because it is append-only and a range is bounded by ids
+(new events get higher ids).  The scratch databases live in a temporary directory that
+:meth:`Fold.close` removes.
 """
 
 from __future__ import annotations
