@@ -100,6 +100,11 @@ class OrgData:
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     automated: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     channels: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    weekly: dict[int, list[int]] = field(default_factory=dict)  # week start -> per WEEK_SIGNALS
+
+
+# the signals of the weekly totals, in output order
+WEEK_SIGNALS = tuple(dict.fromkeys(CATEGORY_SIGNAL))
 
 
 def _org_filter(only: set[int] | None, unattributed: int) -> tuple[str, list[int]]:
@@ -171,21 +176,29 @@ def load_orgs(
     rows = db.execute(
         f"SELECT org, day, code, n FROM org_day WHERE day <= ? AND {where}", [as_of_day, *ids]
     )
-    # one pass in key order; a day's Day is stored when the next day (or organisation) starts
+    week_signal = [WEEK_SIGNALS.index(t[3]) for t in table]
+    # one pass in key order; a day's Day is stored when the next day (or organisation)
+    # starts, a week's totals when the next week does
     org: OrgData | None = None
     counts: list[int] = []  # per code, of the current organisation
-    current = day = -1
+    current = day = week_end = -1
     acc = [0] * 8  # Day's counters of the current day
+    week = [0] * len(WEEK_SIGNALS)  # the current week's events per signal
     human = auto = 0.0
     for org_id, day_of_row, code, n in rows:
         if day_of_row != day or org_id != current:
             if org is not None:
                 org.days[day] = Day(*acc, human + factor * auto)
+            if day_of_row >= week_end or org_id != current:
+                if org is not None:
+                    org.weekly[week_end - 7] = week
+                week, week_end = [0] * len(WEEK_SIGNALS), _week_start(day_of_row) + 7
             if org_id != current:
                 _add_totals(org, counts, table)
                 current, org, counts = org_id, orgs.get(org_id), [0] * DAY_CODES
             day, acc, human, auto = day_of_row, [0] * 8, 0.0, 0.0
         counts[code] += n
+        week[week_signal[code]] += n
         field = field_of[code]
         if field >= 0:  # a human event of a signal Day counts
             acc[field] += n
@@ -196,6 +209,7 @@ def load_orgs(
             auto += n * auto_weight[code]
     if org is not None:
         org.days[day] = Day(*acc, human + factor * auto)
+        org.weekly[week_end - 7] = week
     _add_totals(org, counts, table)
     return orgs
 
@@ -542,8 +556,26 @@ def score_org(
         "levels": levels,
         "packages": {p: sorted(vs, key=_sort_key) for p, vs in sorted(all_versions.items())},
         "downloads_by_channel": dict(sorted(org.channels.items())),
+        "downloads_by_version": [
+            {
+                "package": p,
+                "version": v,
+                "channel": CHANNELS[c],
+                "downloads": n,
+                "human_downloads": h,
+                "first_seen": f[:10],
+                "last_seen": last[:10],
+            }
+            for p, v, c, f, last, n, h in sorted(
+                versions, key=lambda r: (r[0], _sort_key(r[1]), r[2])
+            )
+        ],  # fmt: skip
         "vulnerable_versions": exposure,
         "totals": dict(sorted((k, v) for k, v in org.totals.items())),
+        "weekly": {
+            day_text(start): {name: n for name, n in zip(WEEK_SIGNALS, counts, strict=True) if n}
+            for start, counts in sorted(org.weekly.items())
+        },
         "first_seen": day_text(first)
         if first is not None
         else (day_text(min(raw_days)) if raw_days else None),

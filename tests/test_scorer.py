@@ -118,6 +118,34 @@ def test_levels_sources_upgrades_and_flags(orgs):
     assert orgs["Experimental GmbH"]["unique_sources_30d"] == {"endpoints": 1, "origins": 2}
 
 
+def test_weekly_totals_and_downloads_by_version(orgs):
+    """Totals by week (Monday-started) add up to the totals; downloads per package, version
+    and channel add up to the downloads per channel."""
+    import datetime as dt
+    from collections import Counter
+
+    for name, doc in orgs.items():
+        summed: Counter[str] = Counter()
+        for week, counts in doc["weekly"].items():
+            assert dt.date.fromisoformat(week).weekday() == 0, (name, week)
+            summed.update(counts)
+        assert dict(summed) == {k: v for k, v in doc["totals"].items() if v}, name
+        by_channel: Counter[str] = Counter()
+        for row in doc["downloads_by_version"]:
+            by_channel[row["channel"]] += row["downloads"]
+            assert row["first_seen"] <= row["last_seen"]
+            assert 0 <= row["human_downloads"] <= row["downloads"]
+        assert all(by_channel[c] <= n for c, n in doc["downloads_by_channel"].items()), name
+    prod = orgs["Prod Corp"]
+    rows = {(r["version"], r["channel"]): r["downloads"] for r in prod["downloads_by_version"]}
+    assert {v for v, _ in rows} == {"1.0", "1.1", "1.2"}
+    assert sum(rows.values()) == sum(prod["downloads_by_channel"].values()) == 7
+    weeks = list(prod["weekly"])
+    assert weeks == sorted(weeks)  # weeks with activity, in order, spanning its 90+ days
+    span = dt.date.fromisoformat(weeks[-1]) - dt.date.fromisoformat(weeks[0])
+    assert span.days >= 84
+
+
 def test_enrichment_types_and_confidence(orgs):
     assert orgs["Comcast Cable Communications"]["network_type"] == "isp"
     partner = orgs["Acme Partner"]
