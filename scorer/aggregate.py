@@ -22,7 +22,6 @@ from .state import (
     A_MIRROR,
     AGGREGATE_TABLES,
     CHANNEL_OF_KIND,
-    CLASS_SCHEMA,
     DAY_OF_TS,
     HUMAN,
     MAPPING_TABLES,
@@ -121,7 +120,7 @@ class Aggregator:
         with ThreadPoolExecutor(1) as pool:  # read the texts to classify meanwhile
             texts = pool.submit(distinct_texts, self.events_path, where, params)
             self._enrich(where, params)
-            self._classify_text(*texts.result())
+            classes = self._classify_text(*texts.result())
         # two halves of about equal size, for the two connections of the fold
         (middle,) = self.db.execute(
             f"SELECT max(id) FROM (SELECT e.id FROM ev.events e WHERE {where} ORDER BY e.id "
@@ -131,7 +130,9 @@ class Aggregator:
         middle = middle or after_id
         halves = ([after_id, *ts_params, middle], [middle, *ts_params, high])
         try:
-            fold.start(self.db, self.events_path, self._derived(where), halves, self._mapping())
+            fold.start(
+                self.db, self.events_path, self._derived(where), halves, self._mapping(classes)
+            )
         except BaseException:
             fold.close()
             raise
@@ -181,22 +182,20 @@ class Aggregator:
             WHERE {where}
         """
 
-    def _mapping(self) -> dict[str, list[tuple]]:
-        """The tables the derived rows join, for the side fold's own connection."""
-        return {
-            table: self.db.execute(f"SELECT * FROM {table}").fetchall() for table in MAPPING_TABLES
-        }
+    def _mapping(self, classes: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+        """The rows of the tables the derived rows join, for the fold's own connections."""
+        tables = {t: self.db.execute(f"SELECT * FROM {t}").fetchall() for t in MAPPING_TABLES}
+        return tables | classes
 
-    def _classify_text(self, agents: list[str], referers: list[str]) -> None:
-        """Classify each distinct user agent and referer once, in Python (few distinct values)."""
+    def _classify_text(self, agents: list[str], referers: list[str]) -> dict[str, list[tuple]]:
+        """Classify each distinct user agent and referer once, in Python (few distinct
+        values): the rows of ``temp.ua_class`` and ``temp.referer_class``."""
         a, sig = self.rules["automation"], self.rules["signals"]
         ci = [p.lower() for p in a["ci_user_agents"]]
         mirror = [p.lower() for p in a["mirror_user_agents"]]
         docs = [p.lower() for p in sig["docs_patterns"]]
         maintenance = [p.lower() for p in sig["maintenance_patterns"]]
-        for statement in CLASS_SCHEMA:
-            self.db.execute(statement)
-        rows = []
+        agent_rows = []
         for agent in agents:
             low = agent.lower()
             kind = (
@@ -206,15 +205,12 @@ class Aggregator:
                 if any(c in low for c in ci)
                 else ""
             )
-            rows.append((agent, kind))
-        self.db.executemany("INSERT OR IGNORE INTO temp.ua_class VALUES (?, ?)", rows)
-        self.db.executemany(
-            "INSERT OR IGNORE INTO temp.referer_class VALUES (?, ?, ?)",
-            [
-                (r, any(d in r.lower() for d in docs), any(m in r.lower() for m in maintenance))
-                for r in referers
-            ],
-        )
+            agent_rows.append((agent, kind))
+        referer_rows = [
+            (r, any(d in r.lower() for d in docs), any(m in r.lower() for m in maintenance))
+            for r in referers
+        ]
+        return {"temp.ua_class": agent_rows, "temp.referer_class": referer_rows}
 
     def _enrich(self, where: str, params: list) -> None:
         """Resolve every network not seen before (Python, once per network)."""

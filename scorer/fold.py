@@ -26,7 +26,6 @@ from .state import BATCH_SELECT, CLASS_SCHEMA, GROUPINGS, STATE_SCHEMA, attach_r
 
 MAIN_AGGREGATES = ("org_day",)  # grouped by the state's connection, loaded first
 SIDE_AGGREGATES = ("org_source", "org_version", "burst")
-MMAP_BYTES = 1 << 40  # scratch databases are read memory-mapped, as much as the OS allows
 
 
 class Fold:
@@ -146,7 +145,6 @@ def _attach_parts(db: sqlite3.Connection, parts: tuple[Path, Path]) -> None:
     """Both halves attached read-only, seen together as ``temp.batch``."""
     for i, path in enumerate(parts):
         attach_readonly(db, path, f"part{i}")
-        db.execute(f"PRAGMA part{i}.mmap_size = {MMAP_BYTES}")  # read without copies
     db.execute("DROP VIEW IF EXISTS temp.batch")
     db.execute(
         "CREATE TEMP VIEW batch AS SELECT * FROM part0.batch UNION ALL SELECT * FROM part1.batch"

@@ -81,10 +81,7 @@ class Day:
 
     @property
     def any(self) -> bool:
-        return bool(
-            self.downloads or self.docs or self.web_low or self.web_medium or self.web_high
-            or self.telemetry or self.links
-        )  # fmt: skip
+        return bool(self.downloads or self.page_views or self.telemetry or self.links)
 
 
 @dataclass
@@ -217,13 +214,11 @@ def load_orgs(
 class Windows:
     """Sums over days relative to an instant, for one organisation (prefix sums + bisect)."""
 
-    ATTRS = ("downloads", "page_views", "telemetry", "docs", "maintenance", "links")
-
     def __init__(self, days: dict[int, Day]) -> None:
         self.days = days
         self.active = active = sorted(i for i, d in days.items() if d.any)
         ds = [days[i] for i in active]
-        page_views = [d.docs + d.web_low + d.web_medium + d.web_high for d in ds]
+        page_views = [d.page_views for d in ds]
         columns = {
             "downloads": [d.downloads for d in ds],
             "page_views": page_views,

@@ -18,7 +18,7 @@ STATE_VERSION = 4
 SIGNALS = ("other", "download", "docs", "website", "telemetry", "link_click")
 S_DOWNLOAD, S_DOCS, S_WEBSITE, S_TELEMETRY, S_LINK = 1, 2, 3, 4, 5
 VALUE_OF_CLASS = {"medium": 1, "high": 2}  # page value classes; anything else counts as low
-V_LOW, V_MEDIUM, V_HIGH = 0, 1, 2
+V_LOW = 0
 CHANNELS = ("other", "file", "container", "pypi")  # download channels, by route kind:
 CHANNEL_OF_KIND = {"file": 1, "prefix": 1, "oci": 2, "pypi": 3}
 AUTOMATION = ("", "ci", "mirror", "bot")  # "" = human
@@ -32,7 +32,7 @@ CATEGORIES = ("download", "docs_low", "docs_medium", "docs_high", "web_low", "we
               "web_high", "telemetry", "link", "other")  # fmt: skip
 CATEGORY_SIGNAL = ("download", "docs", "docs", "docs", "website", "website", "website",
                    "telemetry", "link_click", "other")  # fmt: skip
-C_DOWNLOAD, C_DOCS = 0, (1, 2, 3)
+C_DOWNLOAD = 0
 CATEGORY_SQL = (
     f"CASE signal WHEN {S_DOWNLOAD} THEN 0 WHEN {S_DOCS} THEN 1 + value_class "
     f"WHEN {S_WEBSITE} THEN 4 + value_class WHEN {S_TELEMETRY} THEN 7 WHEN {S_LINK} THEN 8 "
@@ -138,13 +138,14 @@ def upsert(table: str, select: str) -> str:
     return f"INSERT INTO {table} {select} ON CONFLICT DO UPDATE SET {UPSERT[name]}"
 
 
-# the classification of user agents and referers, per distinct value, in each connection
+# the classification of user agents and referers, per distinct value, in each deriving
+# connection (filled from the rows the state's connection classifies)
 CLASS_SCHEMA = (
     "CREATE TEMP TABLE IF NOT EXISTS ua_class (user_agent TEXT PRIMARY KEY, automation TEXT)",
     "CREATE TEMP TABLE IF NOT EXISTS referer_class "
     "(referer TEXT PRIMARY KEY, docs INT, maintenance INT)",
 )
-MAPPING_TABLES = ("org_network", "org_endpoint", "temp.ua_class", "temp.referer_class")
+MAPPING_TABLES = ("org_network", "org_endpoint")  # the state's tables the derived rows join
 
 
 def attach_readonly(db: sqlite3.Connection, path: Path, name: str) -> None:
